@@ -1,0 +1,298 @@
+//! The command line: argument types (parsed by `main.rs`) and the commands they run.
+//!
+//! This is the edge of the library: commands return `anyhow` errors with context, and exit codes are
+//! decided here (0 ok, 1 runtime failure, 2 bad configuration or usage).
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+
+use crate::enrich::{enrich, sort_tsv, tsv_rows, Event, Selector, Selectors, TsvRow};
+use crate::indicator::Kind;
+use crate::json::Scalar;
+use crate::tables::{Format, Table, TableSpec};
+
+#[derive(Debug, Parser)]
+#[command(name = "panther-triage", version, about = "Triage Panther alerts: poll, enrich against threat intel, comment back")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Offline enrichment of an alerts file against lookup tables (the ENRICHMENT.md TSV).
+    Enrich(EnrichArgs),
+    /// Measure table load and lookup speed against the Python reference on generated data.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnrichArgs {
+    /// A table: a path to an Anomali JSONL file, or `path=FILE,format=anomali|csv|list[,name=N]
+    /// [,kind=ip|domain|email|hash|url][,key=COLUMN][,kind_column=COLUMN][,subdomains=true]`.
+    #[arg(long = "table", required = true, num_args = 1.., value_name = "TABLE")]
+    pub tables: Vec<String>,
+    /// Alerts, one JSON object a line, each with `id` and `events`.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub alerts: PathBuf,
+    /// The clock that decides which rows have expired (RFC 3339, e.g. 2026-01-01T00:00:00Z); default: now.
+    #[arg(long, value_name = "TIME")]
+    pub now: Option<String>,
+    /// Match subdomains in every table (`www.evil.com` matched by a row for `evil.com`).
+    #[arg(long)]
+    pub subdomains: bool,
+    /// An extra selector, `LOG_TYPE:DOTTED.PATH:KIND` (`*` as the log type for every log type).
+    #[arg(long = "selector", value_name = "SELECTOR")]
+    pub selectors: Vec<String>,
+    /// Write every match as `alert_id TAB event_index TAB field TAB value TAB entry_id`, sorted.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Write each enriched event as JSONL: `{"alert_id", "event_index", "p_enrichment"}`.
+    #[arg(long, value_name = "FILE")]
+    pub enriched: Option<PathBuf>,
+    /// Print the figures as one JSON line on stderr, in the reference's shape (for `bench`).
+    #[arg(long)]
+    pub stats_json: bool,
+}
+
+/// Runs a parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Enrich(a) => run_enrich(a),
+        Command::Bench(a) => crate::bench::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let code = if e.downcast_ref::<UsageError>().is_some() { 2 } else { 1 };
+            eprintln!("error: {e:#}");
+            code
+        }
+    }
+}
+
+/// A mistake in how the command was called: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+/// Reads a `--table` argument.
+pub fn parse_table_arg(arg: &str, subdomains: bool) -> anyhow::Result<TableSpec> {
+    let mut spec = if arg.contains("path=") {
+        let mut path = None;
+        let mut spec = TableSpec::anomali("", "");
+        let mut name = None;
+        for part in arg.split(',') {
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| usage(format!("--table {arg:?}: {part:?} is not key=value")))?;
+            match k.trim() {
+                "path" => path = Some(PathBuf::from(v)),
+                "name" => name = Some(v.to_owned()),
+                "format" => spec.format = v.parse::<Format>().map_err(usage)?,
+                "kind" => spec.kind = Some(v.parse::<Kind>().map_err(usage)?),
+                "key" => spec.key = Some(v.to_owned()),
+                "kind_column" => spec.kind_column = Some(v.to_owned()),
+                "subdomains" => {
+                    spec.match_subdomains = v.parse().map_err(|_| usage(format!("--table {arg:?}: subdomains is true or false")))?
+                }
+                other => {
+                    return Err(usage(format!(
+                        "--table {arg:?}: unknown option {other:?} (path, name, format, kind, key, kind_column, subdomains)"
+                    )))
+                }
+            }
+        }
+        spec.path = path.ok_or_else(|| usage(format!("--table {arg:?}: no path=")))?;
+        if let Some(n) = name {
+            spec.name = n;
+        }
+        spec
+    } else {
+        TableSpec::anomali("", arg)
+    };
+    if spec.name.is_empty() {
+        spec.name = spec
+            .path
+            .file_stem()
+            .map(|s| s.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect())
+            .unwrap_or_else(|| "table".to_owned());
+    }
+    spec.match_subdomains |= subdomains;
+    spec.validate().map_err(|e| usage(e.to_string()))?;
+    Ok(spec)
+}
+
+/// Reads a `--selector LOG_TYPE:PATH:KIND` argument.
+pub fn parse_selector_arg(arg: &str) -> anyhow::Result<Selector> {
+    let mut parts = arg.rsplitn(3, ':');
+    let (kind, path, log_type) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(k), Some(p), Some(l)) => (k, p, l),
+        _ => return Err(usage(format!("--selector {arg:?}: expected LOG_TYPE:DOTTED.PATH:KIND, e.g. AWS.CloudTrail:sourceIPAddress:ip"))),
+    };
+    let kind: Kind = kind.parse().map_err(usage)?;
+    let log_type = (log_type != "*").then_some(log_type);
+    Selector::new(log_type, path, kind).map_err(usage)
+}
+
+pub fn parse_now(now: Option<&str>) -> anyhow::Result<DateTime<Utc>> {
+    match now {
+        None => Ok(Utc::now()),
+        Some(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| usage(format!("--now {s:?}: {e}; write it as RFC 3339, e.g. 2026-01-01T00:00:00Z"))),
+    }
+}
+
+/// What one alert line produced.
+struct AlertResult {
+    rows: Vec<TsvRow>,
+    lookups: u64,
+    skipped: u64,
+    events: usize,
+    enriched: Vec<String>,
+}
+
+fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
+    let now = parse_now(a.now.as_deref())?;
+    let specs = a.tables.iter().map(|t| parse_table_arg(t, a.subdomains)).collect::<anyhow::Result<Vec<_>>>()?;
+    let selectors = Selectors::new(a.selectors.iter().map(|s| parse_selector_arg(s)).collect::<anyhow::Result<Vec<_>>>()?);
+
+    let load_started = Instant::now();
+    let mut tables = Vec::with_capacity(specs.len());
+    for spec in &specs {
+        let t = Table::load(spec, now).with_context(|| format!("loading table {}", spec.name))?;
+        tables.push(t);
+    }
+    let load_s = load_started.elapsed().as_secs_f64();
+
+    let match_started = Instant::now();
+    let text = std::fs::read(&a.alerts).with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
+    let want_enriched = a.enriched.is_some();
+    let lines: Vec<(usize, &[u8])> = text
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim_ascii()))
+        .filter(|(_, l)| !l.is_empty())
+        .collect();
+    let results: Vec<Result<AlertResult, String>> = {
+        use rayon::prelude::*;
+        lines
+            .par_iter()
+            .with_min_len(16)
+            .map(|(n, line)| enrich_line(line, &tables, &selectors, want_enriched).map_err(|e| format!("{}:{n}: {e}", a.alerts.display())))
+            .collect()
+    };
+    let mut rows = Vec::new();
+    let (mut lookups, mut skipped, mut alerts, mut events, mut bad_alerts) = (0u64, 0u64, 0u64, 0usize, Vec::new());
+    let mut enriched = Vec::new();
+    for r in results {
+        match r {
+            Ok(r) => {
+                alerts += 1;
+                lookups += r.lookups;
+                skipped += r.skipped;
+                events += r.events;
+                rows.extend(r.rows);
+                enriched.extend(r.enriched);
+            }
+            Err(e) => bad_alerts.push(e),
+        }
+    }
+    sort_tsv(&mut rows);
+    let match_s = match_started.elapsed().as_secs_f64();
+
+    if let Some(path) = &a.out {
+        let mut buf = Vec::with_capacity(rows.len() * 80);
+        for r in &rows {
+            r.write_to(&mut buf);
+        }
+        std::fs::write(path, buf).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &a.enriched {
+        let mut body = enriched.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+
+    let mut out = std::io::stdout().lock();
+    for t in &tables {
+        writeln!(out, "{} in {:.3}s", t.report.summary(&t.spec), t.report.elapsed.as_secs_f64())?;
+    }
+    writeln!(
+        out,
+        "alerts {alerts}, events {events}, lookups {lookups}, matches {}, skipped values {skipped}, in {match_s:.3}s",
+        rows.len()
+    )?;
+    for e in bad_alerts.iter().take(5) {
+        writeln!(out, "  skipped alert: {e}")?;
+    }
+    if bad_alerts.len() > 5 {
+        writeln!(out, "  ... and {} more unreadable alert lines", bad_alerts.len() - 5)?;
+    }
+    if a.stats_json {
+        let stats = serde_json::json!({
+            "rows": tables.iter().map(|t| t.report.rows).sum::<u64>(),
+            "eligible_rows": tables.iter().map(|t| t.report.eligible).sum::<u64>(),
+            "rejected_rows": tables.iter().map(|t| t.report.rejected_total()).sum::<u64>(),
+            "load_s": load_s,
+            "alerts": alerts,
+            "lookups": lookups,
+            "match_s": match_s,
+            "matches": rows.len(),
+            "peak_rss_bytes": crate::bench::peak_rss_bytes(),
+        });
+        eprintln!("{stats}");
+    }
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct AlertLine<'a> {
+    #[serde(borrow)]
+    id: Option<Scalar<'a>>,
+    #[serde(default, borrow)]
+    events: Vec<Event<'a>>,
+}
+
+fn enrich_line(line: &[u8], tables: &[Table], selectors: &Selectors, want_enriched: bool) -> Result<AlertResult, String> {
+    let alert: AlertLine = serde_json::from_slice(line).map_err(|e| format!("not an alert JSON object: {e}"))?;
+    let id = match alert.id {
+        Some(Scalar::Str(s)) => s.into_owned(),
+        Some(Scalar::U64(n)) => n.to_string(),
+        Some(Scalar::I64(n)) => n.to_string(),
+        _ => return Err("alert has no `id`".into()),
+    };
+    let e = enrich(&alert.events, tables, selectors);
+    let mut enriched = Vec::new();
+    if want_enriched {
+        let mut events: Vec<usize> = e.matches.iter().map(|m| m.event).collect();
+        events.dedup();
+        for ev in events {
+            let mut s = String::from("{\"alert_id\":");
+            crate::json::write_str_literal(&mut s, &id);
+            s.push_str(&format!(",\"event_index\":{ev},\"p_enrichment\":"));
+            s.push_str(&e.p_enrichment(ev, tables, selectors));
+            s.push('}');
+            enriched.push(s);
+        }
+    }
+    Ok(AlertResult {
+        rows: tsv_rows(&id, &e, tables, selectors),
+        lookups: e.lookups,
+        skipped: e.skipped_total,
+        events: alert.events.len(),
+        enriched,
+    })
+}

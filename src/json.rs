@@ -1,0 +1,230 @@
+//! Borrowed JSON pieces for the hot paths (table rows, alert events): strings stay slices of the input
+//! where they have no escapes, and anything we do not read is skipped by the parser, never built into
+//! a `serde_json::Value` tree.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+/// A JSON value we only need to tell apart by type: strings are kept, numbers are kept, the rest is
+/// recognised and dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar<'a> {
+    Str(Cow<'a, str>),
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Null,
+    /// A bool, an array or an object.
+    Other,
+}
+
+impl Scalar<'_> {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+struct ScalarVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for ScalarVisitor<'a> {
+    type Value = Scalar<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::U64(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Scalar::I64(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::F64(v))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarVisitor(PhantomData))
+    }
+}
+
+/// A field that may hold one value or a list of them (Panther's `p_any_*` fields are lists, a
+/// custom selector usually points at one string).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Values<'a> {
+    One(Scalar<'a>),
+    Many(Vec<Scalar<'a>>),
+}
+
+impl<'a> Values<'a> {
+    pub fn is_list(&self) -> bool {
+        matches!(self, Values::Many(_))
+    }
+    pub fn iter(&self) -> impl Iterator<Item = &Scalar<'a>> {
+        let (one, many) = match self {
+            Values::One(s) => (Some(s), &[][..]),
+            Values::Many(v) => (None, &v[..]),
+        };
+        one.into_iter().chain(many.iter())
+    }
+}
+
+struct ValuesVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for ValuesVisitor<'a> {
+    type Value = Values<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a value or a list of values")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(2));
+        while let Some(s) = seq.next_element::<Scalar<'a>>()? {
+            out.push(s);
+        }
+        Ok(Values::Many(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        ScalarVisitor(PhantomData).visit_map(map).map(Values::One)
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        ScalarVisitor(PhantomData).visit_borrowed_str(v).map(Values::One)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        ScalarVisitor(PhantomData).visit_str(v).map(Values::One)
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        ScalarVisitor(PhantomData).visit_string(v).map(Values::One)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        ScalarVisitor(PhantomData).visit_u64(v).map(Values::One)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        ScalarVisitor(PhantomData).visit_i64(v).map(Values::One)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        ScalarVisitor(PhantomData).visit_f64(v).map(Values::One)
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        ScalarVisitor(PhantomData).visit_bool(v).map(Values::One)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Values::One(Scalar::Null))
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Values::One(Scalar::Null))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Values<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValuesVisitor(PhantomData))
+    }
+}
+
+/// A JSON object read one level deep: each member's value is left as raw text, to be read only if a
+/// selector asks for it.
+#[derive(Debug, Default)]
+pub struct Object<'a> {
+    pub members: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> Object<'a> {
+    /// The last member of that name, as JSON parsers that keep one value per name do.
+    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+        self.members.iter().rev().find(|(k, _)| k == name).map(|(_, v)| *v)
+    }
+}
+
+struct ObjectVisitor<'a>(PhantomData<&'a ()>);
+
+impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a> {
+    type Value = Object<'a>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some(k) = map.next_key::<Cow<'a, str>>()? {
+            let v: &'a RawValue = map.next_value()?;
+            members.push((k, v));
+        }
+        Ok(Object { members })
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(ObjectVisitor(PhantomData))
+    }
+}
+
+/// Writes `s` as a JSON string literal.
+pub fn write_str_literal(out: &mut String, s: &str) {
+    // serde_json's escaping cannot fail on a String.
+    out.push_str(&serde_json::Value::from(s).to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_tell_a_list_from_one_value() {
+        let v: Values = serde_json::from_str(r#"["a", 1, null, {"x": [1]}]"#).unwrap();
+        assert!(v.is_list());
+        let got: Vec<_> = v.iter().cloned().collect();
+        assert_eq!(got, vec![Scalar::Str("a".into()), Scalar::U64(1), Scalar::Null, Scalar::Other]);
+        let one: Values = serde_json::from_str(r#""1.2.3.4""#).unwrap();
+        assert!(!one.is_list());
+        assert_eq!(one.iter().count(), 1);
+    }
+
+    #[test]
+    fn strings_without_escapes_are_borrowed() {
+        let s: Scalar = serde_json::from_str(r#""plain""#).unwrap();
+        assert!(matches!(s, Scalar::Str(Cow::Borrowed("plain"))));
+        let e: Scalar = serde_json::from_str(r#""a\"b""#).unwrap();
+        assert_eq!(e, Scalar::Str(Cow::Owned("a\"b".into())));
+    }
+
+    #[test]
+    fn object_keeps_raw_members_and_the_last_duplicate() {
+        let o: Object = serde_json::from_str(r#"{"a": [1, 2], "b": "x", "a": "last"}"#).unwrap();
+        assert_eq!(o.get("a").map(|r| r.get()), Some(r#""last""#));
+        assert_eq!(o.get("b").map(|r| r.get()), Some(r#""x""#));
+        assert!(o.get("c").is_none());
+    }
+}

@@ -1,0 +1,20 @@
+//! # panther-triage
+//!
+//! A daemon that triages Panther SIEM alerts: it reads alerts, enriches their indicators against
+//! threat-intel lookup tables, decides a verdict, and writes the investigation back to Panther.
+//!
+//! # Layout
+//! - [`indicator`]: indicator kinds and their normalization (ENRICHMENT.md), IP parsing as Python does it.
+//! - [`tables`]: loading lookup tables (anomali, csv, list) into an immutable index; the winner rule.
+//! - [`enrich`]: the pure function from an alert's events and the tables to matches and skipped values.
+//! - [`json`]: borrowed JSON pieces for the hot paths (no `serde_json::Value` trees).
+//! - [`cli`]: the commands; [`bench`]: the speed comparison with the Python reference.
+//!
+//! See ARCHITECTURE.md for the data flow and the invariants.
+
+pub mod bench;
+pub mod cli;
+pub mod enrich;
+pub mod indicator;
+pub mod json;
+pub mod tables;
