@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 
-use crate::enrich::{enrich, sort_tsv, tsv_rows, Event, Selector, Selectors, TsvRow};
+use crate::enrich::{enrich, sort_tsv, tsv_rows, Events, Selector, Selectors, TsvRow};
 use crate::indicator::Kind;
 use crate::json::Scalar;
 use crate::tables::{Format, Table, TableSpec};
@@ -189,7 +189,9 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
         lines
             .par_iter()
             .with_min_len(16)
-            .map(|(n, line)| enrich_line(line, &tables, &selectors, want_enriched).map_err(|e| format!("{}:{n}: {e}", a.alerts.display())))
+            .map_init(Events::default, |events, (n, line)| {
+                enrich_line(line, &tables, &selectors, want_enriched, events).map_err(|e| format!("{}:{n}: {e}", a.alerts.display()))
+            })
             .collect()
     };
     let mut rows = Vec::new();
@@ -258,23 +260,73 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An alert line of an alerts file: its id, and its events read into a reused buffer.
+struct AlertLine;
+
+/// The serde_json reading of an alert line, for what the fast scanner defers.
 #[derive(serde::Deserialize)]
-struct AlertLine<'a> {
+struct AlertLineSerde<'a> {
     #[serde(borrow)]
     id: Option<Scalar<'a>>,
     #[serde(default, borrow)]
-    events: Vec<Event<'a>>,
+    events: Option<Vec<&'a serde_json::value::RawValue>>,
 }
 
-fn enrich_line(line: &[u8], tables: &[Table], selectors: &Selectors, want_enriched: bool) -> Result<AlertResult, String> {
-    let alert: AlertLine = serde_json::from_slice(line).map_err(|e| format!("not an alert JSON object: {e}"))?;
-    let id = match alert.id {
+impl AlertLine {
+    /// Reads an alert line in one pass with the fast scanner, or with serde_json where it defers.
+    fn parse<'a>(text: &'a str, events: &mut Events<'a>) -> Result<Option<Scalar<'a>>, String> {
+        events.clear();
+        let mut id = None;
+        let mut seen = (false, false);
+        let fast = crate::json::scan::walk_object(text, |sc, k, d| {
+            match k? {
+                "id" if !seen.0 => {
+                    seen.0 = true;
+                    id = Some(Scalar::parse(sc.value(d)?).ok()?);
+                }
+                "events" if !seen.1 => {
+                    seen.1 = true;
+                    if sc.at_array() {
+                        events.scan_list(sc, d)?;
+                    } else if sc.value(d)? != "null" {
+                        return None;
+                    }
+                }
+                // serde refuses a repeated field; let it explain.
+                "id" | "events" => return None,
+                _ => {
+                    sc.value(d)?;
+                }
+            }
+            Some(())
+        });
+        if fast.is_some() {
+            return Ok(id.filter(|s| *s != Scalar::Null));
+        }
+        let line: AlertLineSerde = serde_json::from_str(text).map_err(|e| format!("not an alert JSON object: {e}"))?;
+        events.clear();
+        for raw in line.events.unwrap_or_default() {
+            events.push_json(raw.get()).map_err(|e| format!("unreadable event: {e}"))?;
+        }
+        Ok(line.id)
+    }
+}
+
+fn enrich_line<'a>(
+    line: &'a [u8],
+    tables: &[Table],
+    selectors: &Selectors,
+    want_enriched: bool,
+    events: &mut Events<'a>,
+) -> Result<AlertResult, String> {
+    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8 text: {e}"))?;
+    let id = match AlertLine::parse(text, events)? {
         Some(Scalar::Str(s)) => s.into_owned(),
         Some(Scalar::U64(n)) => n.to_string(),
         Some(Scalar::I64(n)) => n.to_string(),
         _ => return Err("alert has no `id`".into()),
     };
-    let e = enrich(&alert.events, tables, selectors);
+    let e = enrich(events, tables, selectors);
     let mut enriched = Vec::new();
     if want_enriched {
         let mut events: Vec<usize> = e.matches.iter().map(|m| m.event).collect();
@@ -292,7 +344,7 @@ fn enrich_line(line: &[u8], tables: &[Table], selectors: &Selectors, want_enrich
         rows: tsv_rows(&id, &e, tables, selectors),
         lookups: e.lookups,
         skipped: e.skipped_total,
-        events: alert.events.len(),
+        events: events.len(),
         enriched,
     })
 }

@@ -6,13 +6,12 @@
 //! that is not a JSON object is skipped, and the rest of the alert is still enriched.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::value::RawValue;
+use serde::de::IgnoredAny;
 
 use crate::indicator::{normalize, Invalid, Key, Kind};
+use crate::json::scan::{self, Scanner};
 use crate::json::{write_str_literal, Object, Scalar, Values};
 use crate::tables::{EntryId, Table};
 
@@ -86,89 +85,117 @@ impl Selectors {
         self.list.is_empty()
     }
 
-    fn applying_to<'s>(&'s self, log_type: Option<&'s str>) -> impl Iterator<Item = (usize, &'s Selector)> + 's {
-        self.list
-            .iter()
-            .enumerate()
-            .filter(move |(_, s)| s.log_type.is_none() || s.log_type.as_deref() == log_type)
+    /// The selectors whose path starts with the member `key`.
+    fn starting_with<'s>(&'s self, key: &'s str) -> impl Iterator<Item = (usize, &'s Selector)> + 's {
+        self.list.iter().enumerate().filter(move |(_, s)| {
+            let first = &s.path[0];
+            first.len() == key.len() && first == key
+        })
     }
 }
 
-/// One event of an alert, read one level deep; members are parsed further only when a selector asks.
-#[derive(Debug)]
-pub struct Event<'a> {
-    obj: Option<Object<'a>>,
+/// The events of one alert, read one level deep: each member keeps its raw JSON text, parsed further
+/// only when a selector asks. All events share one vector of members, so reading an alert costs a
+/// couple of allocations, not one per event.
+#[derive(Debug, Default)]
+pub struct Events<'a> {
+    members: Vec<(Cow<'a, str>, &'a str)>,
+    /// Per event, the range of its members; `None` for an event that is not a JSON object.
+    spans: Vec<Option<(u32, u32)>>,
 }
 
-impl<'a> Event<'a> {
-    /// Reads an event from its JSON text. Anything but an object is an event with nothing to match,
-    /// reported as skipped by `enrich`.
-    pub fn parse(json: &'a str) -> Result<Event<'a>, serde_json::Error> {
-        serde_json::from_str(json)
+impl<'a> Events<'a> {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Forgets every event, keeping the memory for the next alert.
+    pub fn clear(&mut self) {
+        self.members.clear();
+        self.spans.clear();
+    }
+
+    /// Adds one event from its JSON text (an event that is not an object is kept, to be reported).
+    pub fn push_json(&mut self, json: &'a str) -> Result<(), serde_json::Error> {
+        let start = self.members.len();
+        let members = &mut self.members;
+        let fast = json.trim_start().starts_with('{')
+            && scan::walk_object(json, |sc, k, d| {
+                let v = sc.value(d)?;
+                members.push((Cow::Borrowed(k?), v));
+                Some(())
+            })
+            .is_some();
+        if fast {
+            self.close(start);
+            return Ok(());
+        }
+        self.members.truncate(start);
+        if json.trim_start().starts_with('{') {
+            let obj = Object::parse(json)?;
+            self.members.extend(obj.members);
+            self.close(start);
+        } else {
+            serde_json::from_str::<IgnoredAny>(json)?;
+            self.spans.push(None);
+        }
+        Ok(())
+    }
+
+    /// Reads a JSON array of events at the scanner's cursor, as part of scanning a whole alert.
+    /// `None` where the scanner defers to serde_json (the caller then re-reads the alert with it).
+    pub fn scan_list(&mut self, sc: &mut Scanner<'a>, depth: u32) -> Option<()> {
+        sc.array(depth + 1, |sc, d| {
+            if sc.at_object() {
+                let start = self.members.len();
+                let members = &mut self.members;
+                sc.object(d + 1, |sc, k, d| {
+                    let v = sc.value(d)?;
+                    members.push((Cow::Borrowed(k?), v));
+                    Some(())
+                })?;
+                self.close(start);
+            } else {
+                sc.value(d)?;
+                self.spans.push(None);
+            }
+            Some(())
+        })
+    }
+
+    fn close(&mut self, start: usize) {
+        // An alert's events fit u32 many members: Panther caps events, and bodies are capped before this.
+        self.spans.push(Some((start as u32, self.members.len() as u32)));
+    }
+
+    fn event(&self, i: usize) -> Option<EventView<'_, 'a>> {
+        let (a, b) = self.spans.get(i).copied().flatten()?;
+        Some(EventView { members: &self.members[a as usize..b as usize] })
+    }
+}
+
+/// One event's members.
+struct EventView<'e, 'a> {
+    members: &'e [(Cow<'a, str>, &'a str)],
+}
+
+impl<'a> EventView<'_, 'a> {
+    /// The last member of that name, as JSON parsers that keep one value per name do.
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.members.iter().rev().find(|(k, _)| k == name).map(|(_, v)| *v)
     }
 
     fn log_type(&self) -> Option<Cow<'a, str>> {
-        let raw = self.obj.as_ref()?.get("p_log_type")?;
-        match serde_json::from_str::<Scalar<'a>>(raw.get()) {
+        match Scalar::parse(self.get("p_log_type")?) {
             Ok(Scalar::Str(s)) => Some(s),
             _ => None,
         }
     }
 
-    fn get_path(&self, path: &[String]) -> Option<&'a RawValue> {
-        let (first, rest) = path.split_first()?;
-        let mut cur = self.obj.as_ref()?.get(first)?;
-        for key in rest {
-            let inner: Object<'a> = serde_json::from_str(cur.get()).ok()?;
-            cur = inner.get(key)?;
-        }
-        Some(cur)
-    }
-}
-
-struct EventVisitor<'a>(std::marker::PhantomData<&'a ()>);
-
-impl<'de: 'a, 'a> Visitor<'de> for EventVisitor<'a> {
-    type Value = Event<'a>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an event")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(12));
-        while let Some(k) = map.next_key::<Cow<'a, str>>()? {
-            let v: &'a RawValue = map.next_value()?;
-            members.push((k, v));
-        }
-        Ok(Event { obj: Some(Object { members }) })
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Event { obj: None })
-    }
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(Event { obj: None })
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Event { obj: None })
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(Event { obj: None })
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(Event { obj: None })
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(Event { obj: None })
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-        Ok(Event { obj: None })
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Event<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(EventVisitor(std::marker::PhantomData))
-    }
 }
 
 /// A winning row for one value of one selector in one event.
@@ -303,51 +330,76 @@ fn row_with_p_match(out: &mut String, row: &str, value: &str) {
 }
 
 /// Matches every selected value of every event against every table.
-pub fn enrich(events: &[Event<'_>], tables: &[Table], selectors: &Selectors) -> Enrichment {
+pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> Enrichment {
     let mut out = Enrichment::default();
-    for (ei, ev) in events.iter().enumerate() {
-        if ev.obj.is_none() {
+    for ei in 0..events.len() {
+        let Some(ev) = events.event(ei) else {
             out.skip(ei, None, "", SkipReason::EventNotAnObject);
             continue;
-        }
+        };
         let log_type = ev.log_type();
         let first_match = out.matches.len();
-        for (si, sel) in selectors.applying_to(log_type.as_deref()) {
-            let Some(raw) = ev.get_path(&sel.path) else { continue };
-            let Ok(values) = serde_json::from_str::<Values>(raw.get()) else { continue };
-            let list = values.is_list();
-            for v in values.iter() {
-                let s = match v {
-                    Scalar::Str(s) => s,
-                    Scalar::Null => continue,
-                    other => {
-                        out.skip(ei, Some(si), &format!("{other:?}"), SkipReason::Invalid(Invalid::NotAString));
-                        continue;
-                    }
-                };
-                out.lookups += 1;
-                let key = match normalize(sel.kind, s, false) {
-                    Ok(k) => k,
-                    Err(why) => {
-                        out.skip(ei, Some(si), s, SkipReason::Invalid(why));
-                        continue;
-                    }
-                };
-                for (ti, table) in tables.iter().enumerate() {
-                    if let Some(entry) = table.lookup(&key) {
-                        let value = shown(&key);
-                        let dup = out.matches[first_match..]
-                            .iter()
-                            .any(|m| m.selector == si && m.table == ti && m.value == value && m.entry == entry);
-                        if !dup {
-                            out.matches.push(Match { event: ei, selector: si, table: ti, value, entry, list });
-                        }
-                    }
+        // One pass over the members, each dispatched to the selectors that start with its key.
+        for (mi, (key, raw)) in ev.members.iter().enumerate() {
+            for (si, sel) in selectors.starting_with(key) {
+                if sel.log_type.is_some() && sel.log_type.as_deref() != log_type.as_deref() {
+                    continue;
                 }
+                // A repeated key: the last one is the event's value, as JSON parsers read it.
+                if ev.members[mi + 1..].iter().any(|(k, _)| k == key) {
+                    continue;
+                }
+                let raw = if sel.path.len() == 1 { Some(*raw) } else { descend(raw, &sel.path[1..]) };
+                let Some(Ok(values)) = raw.map(Values::parse) else { continue };
+                lookup_values(&mut out, &values, ei, si, sel.kind, tables, first_match);
             }
         }
     }
     out
+}
+
+/// Follows the rest of a dotted path through nested objects.
+fn descend<'a>(mut cur: &'a str, rest: &[String]) -> Option<&'a str> {
+    for key in rest {
+        if !cur.starts_with('{') {
+            return None;
+        }
+        cur = Object::parse(cur).ok()?.get(key)?;
+    }
+    Some(cur)
+}
+
+fn lookup_values(out: &mut Enrichment, values: &Values<'_>, ei: usize, si: usize, kind: Kind, tables: &[Table], first_match: usize) {
+    let list = values.is_list();
+    for v in values.iter() {
+        let s = match v {
+            Scalar::Str(s) => s,
+            Scalar::Null => continue,
+            other => {
+                out.skip(ei, Some(si), &format!("{other:?}"), SkipReason::Invalid(Invalid::NotAString));
+                continue;
+            }
+        };
+        out.lookups += 1;
+        let key = match normalize(kind, s, false) {
+            Ok(k) => k,
+            Err(why) => {
+                out.skip(ei, Some(si), s, SkipReason::Invalid(why));
+                continue;
+            }
+        };
+        for (ti, table) in tables.iter().enumerate() {
+            if let Some(entry) = table.lookup(&key) {
+                let value = shown(&key);
+                let dup = out.matches[first_match..]
+                    .iter()
+                    .any(|m| m.selector == si && m.table == ti && m.value == value && m.entry == entry);
+                if !dup {
+                    out.matches.push(Match { event: ei, selector: si, table: ti, value, entry, list });
+                }
+            }
+        }
+    }
 }
 
 /// The normalized value as printed in `p_match` and the TSV.
@@ -397,11 +449,3 @@ pub fn sort_tsv(rows: &mut Vec<TsvRow>) {
     rows.dedup();
 }
 
-/// How many matches each table contributed, for reports.
-pub fn matches_by_table(e: &Enrichment) -> HashMap<usize, usize> {
-    let mut m = HashMap::new();
-    for x in &e.matches {
-        *m.entry(x.table).or_default() += 1;
-    }
-    m
-}

@@ -14,14 +14,16 @@ pub mod index;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::indicator::{normalize, Key, Kind, ROW_TYPES};
-use crate::json::{Scalar, Values};
+use crate::json::{scan, Scalar, Values};
 pub use index::{Entry, EntryId, Index, IndexBuilder, Span};
 
 /// How a table file is laid out.
@@ -262,30 +264,45 @@ impl Table {
     /// Reads and indexes the table file for the clock `now`.
     pub fn load(spec: &TableSpec, now: DateTime<Utc>) -> Result<Table, TableError> {
         spec.validate()?;
-        let started = Instant::now();
-        let buf = std::fs::read(&spec.path).map_err(|source| TableError::Io { path: spec.path.clone(), source })?;
-        let mut t = Self::from_bytes(spec, buf, now)?;
-        t.report.elapsed = started.elapsed();
-        Ok(t)
+        let io_err = |source| TableError::Io { path: spec.path.clone(), source };
+        if spec.format == Format::Anomali {
+            let started = Instant::now();
+            let file = std::fs::File::open(&spec.path).map_err(io_err)?;
+            let size = file.metadata().map_err(io_err)?.len();
+            let clock = Clock { now: now.naive_utc(), earliest_expiry: None };
+            let (index, report, earliest) = load_anomali_from(spec, file, size, clock)?;
+            return Ok(Self::assemble(spec, index, report, earliest, size, started));
+        }
+        let buf = std::fs::read(&spec.path).map_err(io_err)?;
+        Self::from_bytes(spec, buf, now)
     }
 
-    /// Indexes table bytes already in memory (used by `load`, tests and fuzzing).
+    /// Indexes table bytes already in memory (tests and fuzzing use it; `load` streams instead).
     pub fn from_bytes(spec: &TableSpec, mut buf: Vec<u8>, now: DateTime<Utc>) -> Result<Table, TableError> {
         spec.validate()?;
         let started = Instant::now();
-        if buf.starts_with(b"\xEF\xBB\xBF") {
-            buf.drain(..3);
-        }
-        let bytes = buf.len() as u64;
+        let size = buf.len() as u64;
         let clock = Clock { now: now.naive_utc(), earliest_expiry: None };
-        let (index, mut report, earliest) = match spec.format {
-            Format::Anomali => load_anomali(spec, buf, clock)?,
-            Format::Csv => load_csv(spec, &buf, clock)?,
-            Format::List => load_list(spec, &buf)?,
+        let (index, report, earliest) = match spec.format {
+            Format::Anomali => load_anomali_from(spec, std::io::Cursor::new(buf), size, clock)?,
+            Format::Csv | Format::List => {
+                if buf.starts_with(b"\xEF\xBB\xBF") {
+                    buf.drain(..3);
+                }
+                if spec.format == Format::Csv {
+                    load_csv(spec, &buf, clock)?
+                } else {
+                    load_list(spec, &buf)?
+                }
+            }
         };
+        Ok(Self::assemble(spec, index, report, earliest, size, started))
+    }
+
+    fn assemble(spec: &TableSpec, index: Index, mut report: LoadReport, earliest: Option<NaiveDateTime>, bytes: u64, started: Instant) -> Table {
         report.bytes = bytes;
         report.elapsed = started.elapsed();
-        Ok(Table { spec: spec.clone(), index, report, valid_until: earliest.map(|t| t.and_utc()) })
+        Table { spec: spec.clone(), index, report, valid_until: earliest.map(|t| t.and_utc()) }
     }
 
     pub fn name(&self) -> &str {
@@ -300,7 +317,7 @@ impl Table {
     pub fn row_json(&self, e: EntryId) -> &str {
         let entry = self.index.entry(e);
         // Rows were validated as UTF-8 JSON when loaded.
-        std::str::from_utf8(&self.index.entries.rows[entry.row.range()]).unwrap_or("{}")
+        std::str::from_utf8(self.index.entries.row(entry.row)).unwrap_or("{}")
     }
 
     /// The row's id as the table wrote it.
@@ -316,24 +333,51 @@ struct Clock {
     earliest_expiry: Option<NaiveDateTime>,
 }
 
-/// A row after parsing, before it enters the index.
-struct Parsed<'a> {
-    raw: &'a [u8],
-    keys: Vec<Key<'a>>,
+/// A row after parsing, before it enters the index. It borrows nothing, so that the chunk it was
+/// read from can move into the table's arena while the next chunk is parsed.
+struct Parsed {
+    /// The row's JSON object within its chunk (csv and list rows: empty, they are built at load).
+    raw: (u32, u32),
+    keys: SmallVec<[Key<'static>; 1]>,
     eligible: bool,
     expires: Option<NaiveDateTime>,
     confidence: u8,
     id_num: u64,
-    id: Cow<'a, str>,
-    modified: Cow<'a, str>,
+    id: Text,
+    modified: Text,
 }
 
-type RowResult<'a> = Result<Parsed<'a>, (RejectReason, String)>;
+/// Text of a parsed row: a range of its chunk where the file held it plainly, else a copy.
+enum Text {
+    InChunk(u32, u32),
+    Owned(Box<str>),
+}
+
+impl Text {
+    fn of(s: Cow<'_, str>, chunk: &[u8]) -> Text {
+        match s {
+            Cow::Borrowed(b) => {
+                let off = b.as_ptr() as usize - chunk.as_ptr() as usize;
+                Text::InChunk(off as u32, b.len() as u32)
+            }
+            Cow::Owned(o) => Text::Owned(o.into_boxed_str()),
+        }
+    }
+
+    fn bytes<'c>(&'c self, chunk: &'c [u8]) -> &'c [u8] {
+        match self {
+            Text::InChunk(o, l) => &chunk[*o as usize..(*o + *l) as usize],
+            Text::Owned(s) => s.as_bytes(),
+        }
+    }
+}
+
+type RowResult = Result<Parsed, (RejectReason, String)>;
 
 impl IndexBuilder {
-    fn add(&mut self, p: Parsed<'_>, row: Span, clock: &mut Clock) {
-        let id = self.text_span(p.id.as_bytes());
-        let modified = self.text_span(p.modified.as_bytes());
+    fn add(&mut self, p: Parsed, chunk: &[u8], row: Span, clock: &mut Clock) {
+        let id = self.text_span(p.id.bytes(chunk));
+        let modified = self.text_span(p.modified.bytes(chunk));
         let e = self.push_entry(Entry { row, id, modified, id_num: p.id_num, confidence: p.confidence });
         for k in p.keys {
             self.insert(k, e);
@@ -350,95 +394,166 @@ impl IndexBuilder {
     }
 }
 
-/// Bytes of table file parsed per parallel batch.
-const CHUNK: usize = 2 << 20;
+/// Bytes of table file read and parsed per batch.
+const CHUNK: usize = 4 << 20;
 
-fn load_anomali(spec: &TableSpec, buf: Vec<u8>, mut clock: Clock) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
-    let mut b = IndexBuilder::default();
-    let mut report = LoadReport::default();
-    let base = buf.as_ptr() as usize;
-    {
-        let chunks = split_chunks(&buf, CHUNK);
-        let now = clock.now;
-        let mut pending: Option<Vec<(u64, RowResult<'_>)>> = None;
-        let absorb = |b: &mut IndexBuilder, report: &mut LoadReport, clock: &mut Clock, rows: Vec<(u64, RowResult<'_>)>| {
-            for (line, r) in rows {
-                match r {
-                    Ok(p) => {
-                        report.accept(p.eligible);
-                        if p.eligible {
-                            let row = Span { off: (p.raw.as_ptr() as usize - base) as u64, len: p.raw.len() as u32 };
-                            b.add(p, row, clock);
-                        }
-                    }
-                    Err((reason, detail)) => report.reject(Rejection { line, reason, detail }),
+/// Reads a file in chunks of about `CHUNK` bytes that end at a newline, each with the number of its
+/// first line. A line longer than a chunk makes its chunk longer.
+struct ChunkReader<R> {
+    r: R,
+    carry: Vec<u8>,
+    line: u64,
+    done: bool,
+}
+
+impl<R: Read> ChunkReader<R> {
+    fn new(r: R) -> Self {
+        ChunkReader { r, carry: Vec::new(), line: 1, done: false }
+    }
+
+    fn next_chunk(&mut self) -> std::io::Result<Option<(Vec<u8>, u64)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut buf = Vec::with_capacity(self.carry.len() + CHUNK);
+        buf.append(&mut self.carry);
+        let mut want = buf.len() + CHUNK;
+        loop {
+            let room = (want - buf.len()) as u64;
+            let n = self.r.by_ref().take(room).read_to_end(&mut buf)?;
+            if n == 0 {
+                self.done = true;
+                break;
+            }
+            if buf.len() < want {
+                continue;
+            }
+            match memchr::memrchr(b'\n', &buf) {
+                Some(p) => {
+                    self.carry = buf[p + 1..].to_vec();
+                    buf.truncate(p + 1);
+                    break;
+                }
+                None => want += CHUNK,
+            }
+        }
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let first = self.line;
+        self.line += memchr::memchr_iter(b'\n', &buf).count() as u64;
+        Ok(Some((buf, first)))
+    }
+}
+
+/// Reads the table on a thread of its own while this one parses, so the file copy overlaps parsing.
+fn load_anomali_from<R: Read + Send>(
+    spec: &TableSpec,
+    source: R,
+    size_hint: u64,
+    clock: Clock,
+) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
+    let io_err = |source| TableError::Io { path: spec.path.clone(), source };
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        scope.spawn(move || {
+            let mut reader = ChunkReader::new(source);
+            loop {
+                let item = reader.next_chunk();
+                let stop = !matches!(item, Ok(Some(_)));
+                if tx.send(item).is_err() || stop {
+                    break;
                 }
             }
-        };
-        for (range, first_line) in chunks {
-            let (_, parsed) = rayon::join(
-                || {
-                    if let Some(rows) = pending.take() {
-                        absorb(&mut b, &mut report, &mut clock, rows);
+        });
+        let chunks = rx.into_iter().map_while(|item| item.transpose()).map(|r| r.map_err(io_err));
+        load_anomali(spec, chunks, size_hint, clock)
+    })
+}
+
+fn load_anomali(
+    spec: &TableSpec,
+    chunks: impl Iterator<Item = Result<(Vec<u8>, u64), TableError>>,
+    size_hint: u64,
+    mut clock: Clock,
+) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
+    let mut b = IndexBuilder::default();
+    let mut report = LoadReport::default();
+    let mut arena: Vec<Vec<u8>> = Vec::new();
+    let now = clock.now;
+    let absorb = |b: &mut IndexBuilder, report: &mut LoadReport, clock: &mut Clock, chunk_no: usize, chunk: &[u8], rows: Vec<(u64, RowResult)>| {
+        for (line, r) in rows {
+            match r {
+                Ok(p) => {
+                    report.accept(p.eligible);
+                    if p.eligible {
+                        let row = Span { off: ((chunk_no as u64) << 32) | u64::from(p.raw.0), len: p.raw.1 };
+                        b.add(p, chunk, row, clock);
                     }
-                },
-                || parse_lines(&buf[range], first_line, |line| parse_anomali_row(line, now)),
-            );
-            if let Some(err) = report.wrong_format(spec, false) {
-                return Err(err);
+                }
+                Err((reason, detail)) => report.reject(Rejection { line, reason, detail }),
             }
-            pending = Some(parsed);
         }
-        if let Some(rows) = pending.take() {
-            absorb(&mut b, &mut report, &mut clock, rows);
+    };
+    let mut pending: Option<Vec<(u64, RowResult)>> = None;
+    for item in chunks {
+        let (mut chunk, first_line) = item?;
+        if arena.is_empty() && chunk.starts_with(b"\xEF\xBB\xBF") {
+            chunk.drain(..3);
         }
+        let (_, parsed) = rayon::join(
+            || {
+                if let (Some(rows), Some(prev)) = (pending.take(), arena.last()) {
+                    absorb(&mut b, &mut report, &mut clock, arena.len() - 1, prev, rows);
+                }
+            },
+            || parse_lines(&chunk, first_line, |line| parse_anomali_row(line, &chunk, now)),
+        );
+        if arena.len() == 1 {
+            // One chunk in: size the maps for the whole file now rather than rehash them as they grow.
+            b.reserve_for(size_hint as f64 / arena[0].len().max(1) as f64);
+        }
+        if let Some(err) = report.wrong_format(spec, false) {
+            return Err(err);
+        }
+        arena.push(chunk);
+        pending = Some(parsed);
+    }
+    if let (Some(rows), Some(prev)) = (pending.take(), arena.last()) {
+        absorb(&mut b, &mut report, &mut clock, arena.len() - 1, prev, rows);
     }
     if let Some(err) = report.wrong_format(spec, true) {
         return Err(err);
     }
-    b.entries.rows = buf;
+    b.entries.rows = arena;
     Ok((b.finish(), report, clock.earliest_expiry))
 }
 
-/// Splits `buf` into ranges of about `size` bytes that end at a newline, each with the number of its
-/// first line.
-fn split_chunks(buf: &[u8], size: usize) -> Vec<(std::ops::Range<usize>, u64)> {
-    let mut out = Vec::new();
-    let (mut start, mut line) = (0usize, 1u64);
-    while start < buf.len() {
-        let probe = (start + size).min(buf.len());
-        let end = match memchr::memchr(b'\n', &buf[probe..]) {
-            Some(i) => probe + i + 1,
-            None => buf.len(),
-        };
-        out.push((start..end, line));
-        line += memchr::memchr_iter(b'\n', &buf[start..end]).count() as u64;
-        start = end;
-    }
-    out
-}
-
 /// Parses the non-blank lines of a chunk in parallel, keeping file order.
-fn parse_lines<'a, F>(chunk: &'a [u8], first_line: u64, parse: F) -> Vec<(u64, RowResult<'a>)>
+fn parse_lines<'a, F>(chunk: &'a [u8], first_line: u64, parse: F) -> Vec<(u64, RowResult)>
 where
-    F: Fn(&'a [u8]) -> RowResult<'a> + Sync,
+    F: Fn(&'a [u8]) -> RowResult + Sync,
 {
     use rayon::prelude::*;
     let mut lines: Vec<(u64, &'a [u8])> = Vec::with_capacity(chunk.len() / 256 + 1);
-    let mut n = first_line;
-    for line in chunk.split(|b| *b == b'\n') {
-        let t = line.trim_ascii();
+    let (mut n, mut start) = (first_line, 0usize);
+    for end in memchr::memchr_iter(b'\n', chunk).chain(std::iter::once(chunk.len())) {
+        if start > chunk.len() {
+            break;
+        }
+        let t = chunk[start..end].trim_ascii();
         if !t.is_empty() {
             lines.push((n, t));
         }
         n += 1;
+        start = end + 1;
     }
-    lines.par_iter().with_min_len(512).map(|(n, l)| (*n, parse(l))).collect()
+    lines.par_iter().with_min_len(1024).map(|(n, l)| (*n, parse(l))).collect()
 }
 
 /// The fields of an Anomali row that matching reads; every other field is skipped by the parser
 /// and carried into the output as raw bytes.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct AnomaliRow<'a> {
     #[serde(default, borrow)]
     id: Option<Scalar<'a>>,
@@ -470,8 +585,54 @@ fn quote(s: &str) -> String {
     }
 }
 
-fn parse_anomali_row(line: &[u8], now: NaiveDateTime) -> RowResult<'_> {
-    let row: AnomaliRow = serde_json::from_slice(line).map_err(|e| (RejectReason::InvalidJson, format!("invalid JSON: {e}")))?;
+impl<'a> AnomaliRow<'a> {
+    /// Reads a row with the fast scanner; `None` where it defers to serde_json (escapes in a field we
+    /// read, a repeated field, anything invalid), which then decides and explains.
+    fn scan(text: &'a str) -> Option<AnomaliRow<'a>> {
+        let mut row = AnomaliRow::default();
+        let mut seen = 0u8;
+        scan::walk_object(text, |sc, k, d| {
+            let (bit, slot) = match k? {
+                "id" => (0, &mut row.id),
+                "value" => (1, &mut row.value),
+                "type" => (2, &mut row.row_type),
+                "confidence" => (3, &mut row.confidence),
+                "status" => (4, &mut row.status),
+                "expiration_ts" => (5, &mut row.expiration_ts),
+                "modified_ts" => (6, &mut row.modified_ts),
+                "match" => {
+                    if seen & 0x80 != 0 {
+                        return None;
+                    }
+                    seen |= 0x80;
+                    row.match_keys = match Values::parse(sc.value(d)?).ok()? {
+                        Values::One(Scalar::Null) => None,
+                        other => Some(other),
+                    };
+                    return Some(());
+                }
+                _ => return sc.value(d).map(drop),
+            };
+            if seen & (1 << bit) != 0 {
+                return None;
+            }
+            seen |= 1 << bit;
+            // serde reads a JSON null in an Option field as absent; so do we.
+            *slot = Some(Scalar::parse(sc.value(d)?).ok()?).filter(|s| *s != Scalar::Null);
+            Some(())
+        })?;
+        Some(row)
+    }
+}
+
+fn parse_anomali_row(line: &[u8], chunk: &[u8], now: NaiveDateTime) -> RowResult {
+    // One UTF-8 check for the whole line is faster than serde_json's check of each string, and it
+    // also covers the members we skip, which are carried into the output as they are.
+    let text = std::str::from_utf8(line).map_err(|e| (RejectReason::InvalidJson, format!("not UTF-8 text: {e}")))?;
+    let row = match AnomaliRow::scan(text) {
+        Some(row) => row,
+        None => serde_json::from_str(text).map_err(|e| (RejectReason::InvalidJson, format!("invalid JSON: {e}")))?,
+    };
     let kind = match &row.row_type {
         Some(Scalar::Str(t)) => Kind::from_row_type(t)
             .ok_or_else(|| (RejectReason::UnknownType, format!("unknown type {}: expected one of {ROW_TYPES}", quote(t))))?,
@@ -490,12 +651,12 @@ fn parse_anomali_row(line: &[u8], now: NaiveDateTime) -> RowResult<'_> {
     let active = matches!(&row.status, Some(Scalar::Str(s)) if s == "active");
     let eligible = active && expires.is_none_or(|x| x > now);
     // `match` lists every key the row is reachable under; without it, `value` is the key.
-    let candidates: Vec<&Scalar> = match &row.match_keys {
+    let candidates: SmallVec<[&Scalar; 4]> = match &row.match_keys {
         Some(v @ Values::Many(list)) if !list.is_empty() => v.iter().collect(),
-        Some(Values::One(s @ Scalar::Str(t))) if !t.is_empty() => vec![s],
+        Some(Values::One(s @ Scalar::Str(t))) if !t.is_empty() => smallvec::smallvec![s],
         _ => row.value.iter().collect(),
     };
-    let mut keys = Vec::with_capacity(candidates.len());
+    let mut keys = SmallVec::new();
     let mut first_bad = None;
     for c in candidates {
         match c {
@@ -514,7 +675,17 @@ fn parse_anomali_row(line: &[u8], now: NaiveDateTime) -> RowResult<'_> {
         Some(Scalar::Str(s)) => s,
         _ => Cow::Borrowed(""),
     };
-    Ok(Parsed { raw: line, keys, eligible, expires: expires.filter(|_| eligible), confidence, id_num, id, modified })
+    let raw = ((line.as_ptr() as usize - chunk.as_ptr() as usize) as u32, line.len() as u32);
+    Ok(Parsed {
+        raw,
+        keys,
+        eligible,
+        expires: expires.filter(|_| eligible),
+        confidence,
+        id_num,
+        id: Text::of(id, chunk),
+        modified: Text::of(modified, chunk),
+    })
 }
 
 /// The index keeps its own copy of text keys; making it here moves the allocation off the sequential
@@ -558,13 +729,16 @@ fn parse_confidence(c: Option<&Scalar<'_>>) -> Result<u8, (RejectReason, String)
 /// A timestamp as the reference reads it: `T` may stand for the space, trailing `Z`s are dropped,
 /// and the first 19 characters must be `%Y-%m-%d %H:%M:%S` (fields after the year may have one digit).
 pub fn parse_ts(s: &str) -> Option<NaiveDateTime> {
-    let s = s.replace('T', " ");
     let s = s.trim_end_matches('Z');
     let head: &str = match s.char_indices().nth(19) {
         Some((i, _)) => &s[..i],
         None => s,
     };
-    let (date, time) = head.split_once(' ')?;
+    let (date, time) = head.split_once([' ', 'T'])?;
+    if time.contains('T') {
+        // The reference turns every `T` into a space, so a second one breaks the time field.
+        return None;
+    }
     let num = |p: &str, min: usize, max: usize| -> Option<u32> {
         (p.len() >= min && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok())?
     };
@@ -627,7 +801,7 @@ fn load_csv(spec: &TableSpec, buf: &[u8], mut clock: Clock) -> Result<(Index, Lo
             continue;
         }
         let field = |c: Option<usize>| c.and_then(|c| record.get(c)).map(str::trim).filter(|s| !s.is_empty());
-        let parsed = (|| -> RowResult<'static> {
+        let parsed = (|| -> RowResult {
             if record.len() != headers.len() {
                 return Err((
                     RejectReason::BadCsvRow,
@@ -659,14 +833,14 @@ fn load_csv(spec: &TableSpec, buf: &[u8], mut clock: Clock) -> Result<(Index, Lo
                 .map_err(|why| (RejectReason::NoValidKey, format!("no valid {kind} key: {} is {why}", quote(raw_key))))?;
             let key = owned_key(key);
             Ok(Parsed {
-                raw: &[],
-                keys: vec![key],
+                raw: (0, 0),
+                keys: smallvec::smallvec![key],
                 eligible,
                 expires: expires.filter(|_| eligible),
                 confidence,
                 id_num,
-                id: Cow::Owned(id.into_owned()),
-                modified: Cow::Owned(field(mod_col).unwrap_or("").to_owned()),
+                id: Text::Owned(id.into()),
+                modified: Text::Owned(field(mod_col).unwrap_or("").into()),
             })
         })();
         match parsed {
@@ -684,7 +858,7 @@ fn load_csv(spec: &TableSpec, buf: &[u8], mut clock: Clock) -> Result<(Index, Lo
                     }
                     obj.push('}');
                     let row = push_row(&mut rows_arena, &obj);
-                    b.add(p, row, &mut clock);
+                    b.add(p, &[], row, &mut clock);
                 }
             }
             Err((reason, detail)) => report.reject(Rejection { line, reason, detail }),
@@ -696,7 +870,7 @@ fn load_csv(spec: &TableSpec, buf: &[u8], mut clock: Clock) -> Result<(Index, Lo
     if let Some(err) = report.wrong_format(spec, true) {
         return Err(err);
     }
-    b.entries.rows = rows_arena;
+    b.entries.rows = vec![rows_arena];
     Ok((b.finish(), report, clock.earliest_expiry))
 }
 
@@ -736,16 +910,16 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
                 let row = push_row(&mut rows_arena, &obj);
                 let key = owned_key(key);
                 let p = Parsed {
-                    raw: &[],
-                    keys: vec![key],
+                    raw: (0, 0),
+                    keys: smallvec::smallvec![key],
                     eligible: true,
                     expires: None,
                     confidence: 0,
                     id_num: line,
-                    id: Cow::Owned(line.to_string()),
-                    modified: Cow::Borrowed(""),
+                    id: Text::Owned(line.to_string().into()),
+                    modified: Text::Owned("".into()),
                 };
-                b.add(p, row, &mut clock);
+                b.add(p, &[], row, &mut clock);
             }
             Err(why) => report.reject(Rejection {
                 line,
@@ -760,7 +934,7 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
     if let Some(err) = report.wrong_format(spec, true) {
         return Err(err);
     }
-    b.entries.rows = rows_arena;
+    b.entries.rows = vec![rows_arena];
     Ok((b.finish(), report, None))
 }
 

@@ -2,12 +2,15 @@
 //! where they have no escapes, and anything we do not read is skipped by the parser, never built into
 //! a `serde_json::Value` tree.
 
+pub mod scan;
+
 use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+use smallvec::SmallVec;
 
 /// A JSON value we only need to tell apart by type: strings are kept, numbers are kept, the rest is
 /// recognised and dropped.
@@ -86,7 +89,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Scalar<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Values<'a> {
     One(Scalar<'a>),
-    Many(Vec<Scalar<'a>>),
+    Many(SmallVec<[Scalar<'a>; 4]>),
 }
 
 impl<'a> Values<'a> {
@@ -110,7 +113,7 @@ impl<'de: 'a, 'a> Visitor<'de> for ValuesVisitor<'a> {
         f.write_str("a value or a list of values")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(2));
+        let mut out = SmallVec::new();
         while let Some(s) = seq.next_element::<Scalar<'a>>()? {
             out.push(s);
         }
@@ -158,12 +161,20 @@ impl<'de: 'a, 'a> Deserialize<'de> for Values<'a> {
 /// selector asks for it.
 #[derive(Debug, Default)]
 pub struct Object<'a> {
-    pub members: Vec<(Cow<'a, str>, &'a RawValue)>,
+    pub members: SmallVec<[(Cow<'a, str>, &'a str); 16]>,
 }
 
 impl<'a> Object<'a> {
+    /// Reads an object with the fast scanner, or serde_json where the scanner defers to it.
+    pub fn parse(s: &'a str) -> Result<Object<'a>, serde_json::Error> {
+        match scan::object_members(s) {
+            Some(m) => Ok(Object { members: m.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)).collect() }),
+            None => serde_json::from_str(s),
+        }
+    }
+
     /// The last member of that name, as JSON parsers that keep one value per name do.
-    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
+    pub fn get(&self, name: &str) -> Option<&'a str> {
         self.members.iter().rev().find(|(k, _)| k == name).map(|(_, v)| *v)
     }
 }
@@ -176,10 +187,10 @@ impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a> {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        let mut members = SmallVec::new();
         while let Some(k) = map.next_key::<Cow<'a, str>>()? {
             let v: &'a RawValue = map.next_value()?;
-            members.push((k, v));
+            members.push((k, v.get()));
         }
         Ok(Object { members })
     }
@@ -188,6 +199,52 @@ impl<'de: 'a, 'a> Visitor<'de> for ObjectVisitor<'a> {
 impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_map(ObjectVisitor(PhantomData))
+    }
+}
+
+impl<'a> Scalar<'a> {
+    /// Reads raw JSON text that the scanner has already validated: plain strings and small
+    /// non-negative integers directly, anything else through serde_json.
+    pub fn parse(raw: &'a str) -> Result<Scalar<'a>, serde_json::Error> {
+        let b = raw.as_bytes();
+        match b.first() {
+            Some(b'"') => {
+                if let Some(s) = scan::plain_str(raw) {
+                    return Ok(Scalar::Str(Cow::Borrowed(s)));
+                }
+            }
+            Some(b'0'..=b'9') if b.iter().all(u8::is_ascii_digit) => {
+                if let Ok(n) = raw.parse::<u64>() {
+                    return Ok(Scalar::U64(n));
+                }
+            }
+            Some(b'n') if raw == "null" => return Ok(Scalar::Null),
+            Some(b't' | b'f' | b'[' | b'{') if scan::is_valid(raw) => return Ok(Scalar::Other),
+            _ => {}
+        }
+        serde_json::from_str(raw)
+    }
+}
+
+impl<'a> Values<'a> {
+    /// Reads one value or a list of values from raw JSON text.
+    pub fn parse(raw: &'a str) -> Result<Values<'a>, serde_json::Error> {
+        if raw.starts_with('[') {
+            let mut out = SmallVec::new();
+            let fast = scan::walk_array(raw, |sc, d| {
+                let e = match sc.plain_string() {
+                    Some(s) => Scalar::Str(Cow::Borrowed(s)),
+                    None => Scalar::parse(sc.value(d)?).ok()?,
+                };
+                out.push(e);
+                Some(())
+            });
+            return match fast {
+                Some(()) => Ok(Values::Many(out)),
+                None => serde_json::from_str(raw),
+            };
+        }
+        Scalar::parse(raw).map(Values::One)
     }
 }
 
@@ -222,9 +279,11 @@ mod tests {
 
     #[test]
     fn object_keeps_raw_members_and_the_last_duplicate() {
-        let o: Object = serde_json::from_str(r#"{"a": [1, 2], "b": "x", "a": "last"}"#).unwrap();
-        assert_eq!(o.get("a").map(|r| r.get()), Some(r#""last""#));
-        assert_eq!(o.get("b").map(|r| r.get()), Some(r#""x""#));
-        assert!(o.get("c").is_none());
+        for text in [r#"{"a": [1, 2], "b": "x", "a": "last"}"#, r#"{"a": [1, 2], "\u0062": "x", "a": "last"}"#] {
+            let o = Object::parse(text).unwrap();
+            assert_eq!(o.get("a"), Some(r#""last""#));
+            assert_eq!(o.get("b"), Some(r#""x""#));
+            assert!(o.get("c").is_none());
+        }
     }
 }

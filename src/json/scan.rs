@@ -1,0 +1,435 @@
+//! A validating JSON scanner for the hot paths: it checks a whole value against the JSON grammar and
+//! hands back the members of a top-level object as raw slices, without building anything.
+//!
+//! Why not only serde_json: table rows and alert events are mostly fields we never read, and skipping
+//! them byte by byte dominated load time. This scanner finds string ends with `memchr` and does
+//! nothing else per byte. It accepts a value only when serde_json would accept it too; wherever it
+//! is unsure (a key with an escape, nesting deeper than serde's limit) it answers `None` and the
+//! caller falls back to serde_json, which then decides and explains. A differential test holds the
+//! two to the same verdicts.
+
+use smallvec::SmallVec;
+
+/// serde_json's recursion limit: deeper values are refused by it, so we never accept them.
+const MAX_DEPTH: u32 = 128;
+
+/// Top-level members of an object: unescaped key text and the raw text of the value.
+pub type Members<'a> = SmallVec<[(&'a str, &'a str); 24]>;
+
+/// A cursor over JSON text that validates as it goes. Callers walk objects and arrays with
+/// callbacks that must consume exactly one value each (`value` does for anything they skip).
+pub struct Scanner<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Flags (in the high bit of each byte) the bytes of `w` that end a plain run of string content:
+/// `"`, `\` or a control character. The lowest flag is exact, which is all we use.
+#[inline]
+fn specials(w: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
+}
+
+impl<'a> Scanner<'a> {
+    fn new(s: &'a str) -> Self {
+        Scanner { s, b: s.as_bytes(), i: 0 }
+    }
+
+    fn ws(&mut self) {
+        while let Some(c) = self.b.get(self.i) {
+            match c {
+                b' ' | b'\t' | b'\n' | b'\r' => self.i += 1,
+                _ => break,
+            }
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// Moves the cursor to the next `"`, `\` or control character of a string's content.
+    #[inline]
+    fn skip_plain(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // SSE2 is part of x86_64 itself, so this needs no run-time check.
+            use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+            while self.i + 16 <= self.b.len() {
+                // SAFETY: the 16 bytes read start at `i` and end within `b`, as checked above.
+                let mask = unsafe {
+                    let v = _mm_loadu_si128(self.b.as_ptr().add(self.i).cast());
+                    let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                    let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+                    // max(v, 0x1f) == 0x1f exactly for the bytes <= 0x1f (unsigned).
+                    let control = _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(0x1f)), _mm_set1_epi8(0x1f));
+                    _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control))
+                };
+                if mask != 0 {
+                    self.i += mask.trailing_zeros() as usize;
+                    return;
+                }
+                self.i += 16;
+            }
+        }
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            let m = specials(u64::from_le_bytes(w));
+            if m != 0 {
+                self.i += (m.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.i += 8;
+        }
+        while let Some(&c) = self.b.get(self.i) {
+            if c == b'"' || c == b'\\' || c < 0x20 {
+                return;
+            }
+            self.i += 1;
+        }
+    }
+
+    /// A string at the cursor; returns its content and whether it holds escapes.
+    fn string(&mut self) -> Option<(&'a str, bool)> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            self.skip_plain();
+            match self.peek()? {
+                b'"' => {
+                    let content = &self.s[start..self.i];
+                    self.i += 1;
+                    return Some((content, escaped));
+                }
+                b'\\' => {
+                    escaped = true;
+                    self.i += 1;
+                    match self.peek()? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                        b'u' => {
+                            let hex = self.b.get(self.i + 1..self.i + 5)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.i += 5;
+                        }
+                        _ => return None,
+                    }
+                }
+                // A control character: JSON wants it escaped.
+                _ => return None,
+            }
+        }
+    }
+
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+
+    fn number(&mut self) -> Option<()> {
+        if self.peek() == Some(b'-') {
+            self.i += 1;
+        }
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => {
+                self.digits();
+            }
+            _ => return None,
+        }
+        if self.peek() == Some(b'.') {
+            self.i += 1;
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        Some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        (self.b.get(self.i..self.i + word.len())? == word).then(|| self.i += word.len())
+    }
+
+    /// One value of any kind at the cursor, validated; returns its raw text.
+    pub fn value(&mut self, depth: u32) -> Option<&'a str> {
+        let start = self.i;
+        match self.peek()? {
+            b'"' => self.string().map(drop)?,
+            b'{' => self.object(depth + 1, |sc, _, d| sc.value(d).map(drop))?,
+            b'[' => self.array(depth + 1, |sc, d| sc.value(d).map(drop))?,
+            b't' => self.literal(b"true")?,
+            b'f' => self.literal(b"false")?,
+            b'n' => self.literal(b"null")?,
+            b'-' | b'0'..=b'9' => self.number()?,
+            _ => return None,
+        }
+        Some(&self.s[start..self.i])
+    }
+
+    /// A string without escapes at the cursor: its content, with the cursor moved past it. Anything
+    /// else (another kind of value, a string with escapes) leaves the cursor where it was.
+    pub fn plain_string(&mut self) -> Option<&'a str> {
+        if self.peek() != Some(b'"') {
+            return None;
+        }
+        let start = self.i;
+        match self.string() {
+            Some((s, false)) => Some(s),
+            _ => {
+                self.i = start;
+                None
+            }
+        }
+    }
+
+    /// Whether the cursor is at an object.
+    pub fn at_object(&self) -> bool {
+        self.peek() == Some(b'{')
+    }
+
+    /// Whether the cursor is at an array.
+    pub fn at_array(&self) -> bool {
+        self.peek() == Some(b'[')
+    }
+
+    /// An object at the cursor. `member` gets each key (`None` where it has escapes) with the
+    /// cursor at the value, which it must consume.
+    pub fn object(&mut self, depth: u32, mut member: impl FnMut(&mut Self, Option<&'a str>, u32) -> Option<()>) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.eat(b'{')?;
+        self.ws();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let (key, escaped) = self.string()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            member(self, (!escaped).then_some(key), depth)?;
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An array at the cursor; `element` is called with the cursor at each element, which it must
+    /// consume.
+    pub fn array(&mut self, depth: u32, mut element: impl FnMut(&mut Self, u32) -> Option<()>) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        self.eat(b'[')?;
+        self.ws();
+        if self.eat(b']').is_some() {
+            return Some(());
+        }
+        loop {
+            element(self, depth)?;
+            self.ws();
+            match self.peek()? {
+                b',' => {
+                    self.i += 1;
+                    self.ws();
+                }
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    fn end(&mut self) -> Option<()> {
+        self.ws();
+        (self.i == self.b.len()).then_some(())
+    }
+}
+
+/// Walks the JSON object `s` with `member` (see [`Scanner::object`]) and checks nothing follows it.
+/// `None` where `s` is not valid JSON or `member` refused something.
+pub fn walk_object<'a>(s: &'a str, member: impl FnMut(&mut Scanner<'a>, Option<&'a str>, u32) -> Option<()>) -> Option<()> {
+    let mut sc = Scanner::new(s);
+    sc.ws();
+    sc.object(1, member)?;
+    sc.end()
+}
+
+/// The members of the JSON object `s`, after checking all of `s` is valid JSON. `None` where it is
+/// not, or where a key has escapes (the caller then asks serde_json).
+pub fn object_members(s: &str) -> Option<Members<'_>> {
+    let mut out = Members::new();
+    walk_object(s, |sc, k, d| {
+        let v = sc.value(d)?;
+        out.push((k?, v));
+        Some(())
+    })?;
+    Some(out)
+}
+
+/// Walks the JSON array `s` with `element` (see [`Scanner::array`]) and checks nothing follows it.
+pub fn walk_array<'a>(s: &'a str, element: impl FnMut(&mut Scanner<'a>, u32) -> Option<()>) -> Option<()> {
+    let mut sc = Scanner::new(s);
+    sc.ws();
+    sc.array(1, element)?;
+    sc.end()
+}
+
+/// The raw elements of the JSON array `s`, after checking all of `s` is valid JSON.
+pub fn array_elements(s: &str) -> Option<SmallVec<[&str; 8]>> {
+    let mut out = SmallVec::new();
+    let mut sc = Scanner::new(s);
+    sc.ws();
+    sc.array(1, |sc, d| {
+        out.push(sc.value(d)?);
+        Some(())
+    })?;
+    sc.end()?;
+    Some(out)
+}
+
+/// The content of a JSON string literal that has no escapes (raw text from this scanner).
+pub fn plain_str(raw: &str) -> Option<&str> {
+    let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+    (!inner.contains('\\')).then_some(inner)
+}
+
+/// Whether `s` is one valid JSON value.
+pub fn is_valid(s: &str) -> bool {
+    let mut sc = Scanner::new(s);
+    sc.ws();
+    sc.value(0).is_some() && sc.end().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serde_ok(s: &str) -> bool {
+        serde_json::from_str::<serde::de::IgnoredAny>(s).is_ok()
+    }
+
+    #[test]
+    fn members_are_raw_slices() {
+        let m = object_members(r#" {"a": 1, "b" : "x\"y", "c": [1, {"d": null}], "e": -0.5e+3} "#).unwrap();
+        let got: Vec<_> = m.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(got, vec![("a", "1"), ("b", r#""x\"y""#), ("c", r#"[1, {"d": null}]"#), ("e", "-0.5e+3")]);
+        assert_eq!(plain_str(r#""x\"y""#), None);
+        assert_eq!(plain_str(r#""xy""#), Some("xy"));
+        assert_eq!(array_elements(r#"["a", "b"]"#).unwrap().as_slice(), &[r#""a""#, r#""b""#]);
+    }
+
+    #[test]
+    fn escaped_keys_are_left_to_serde() {
+        assert!(object_members(r#"{"\u0069d": 1}"#).is_none());
+        assert!(is_valid(r#"{"\u0069d": 1}"#));
+    }
+
+    #[test]
+    fn invalid_json_is_refused() {
+        for bad in [
+            "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "[1,]", "{\"a\":01}", "{\"a\":1.}", "{\"a\":.5}", "{\"a\":+1}",
+            "{\"a\":1e}", "{\"a\":tru}", "{\"a\":\"\u{1}\"}", "{\"a\":\"\\x\"}", "{\"a\":\"\\u12g4\"}", "{\"a\":1} x",
+            "{\"a\" 1}", "{'a':1}", "{\"a\":NaN}", "", "{\"a\":\"unterminated}",
+        ] {
+            assert!(!is_valid(bad), "accepted {bad:?}");
+            assert!(!serde_ok(bad), "serde accepts {bad:?}; fix the test");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_left_to_serde() {
+        // Beyond serde's recursion limit the scanner defers rather than recurse further.
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert!(!is_valid(&deep));
+        let fine = format!("{}{}", "[".repeat(100), "]".repeat(100));
+        assert!(is_valid(&fine) && serde_ok(&fine));
+        for n in 120..140 {
+            let s = format!("{{\"a\":{}{}}}", "[".repeat(n), "]".repeat(n));
+            assert!(!is_valid(&s) || serde_ok(&s), "accepted depth {n} that serde refuses");
+        }
+    }
+
+    /// The scanner may refuse what serde_json accepts (it then falls back), but never the reverse.
+    #[test]
+    fn never_accepts_what_serde_json_refuses_under_random_mutation() {
+        let seeds = [
+            r#"{"id":"400000001","value":"38.158.13.55","match":["38.158.13.55"],"type":"ip","confidence":12,"status":"active","tags":[{"id":"t5","tlp":"white"}],"meta":{"severity":"low"},"x":[true,false,null,-1.5e3]}"#,
+            r#"{"events":[{"p_any_ip_addresses":["1.2.3.4","::1"],"n":{"a":[1,2,{"b":"c\u00e9\n"}]}}],"id":"a"}"#,
+        ];
+        let alphabet: &[u8] = b"{}[]\":,\\ 0123456789.eE+-truefalsnl\t\x01abcu/";
+        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut accepted_mutants = 0;
+        for round in 0..40_000 {
+            let mut b = seeds[round % seeds.len()].as_bytes().to_vec();
+            for _ in 0..1 + next(3) {
+                let pos = next(b.len() + 1);
+                match next(3) {
+                    0 if pos < b.len() => {
+                        b.remove(pos);
+                    }
+                    1 => b.insert(pos, alphabet[next(alphabet.len())]),
+                    _ if pos < b.len() => b[pos] = alphabet[next(alphabet.len())],
+                    _ => {}
+                }
+            }
+            let Ok(s) = std::str::from_utf8(&b) else { continue };
+            let ours = is_valid(s);
+            let theirs = serde_ok(s);
+            assert!(!ours || theirs, "scanner accepted what serde_json refuses: {s}");
+            if ours {
+                accepted_mutants += 1;
+                // Where the scanner splits an object, each member is what serde_json reads there.
+                if let (Some(m), Ok(serde_json::Value::Object(v))) = (object_members(s), serde_json::from_str(s)) {
+                    for (k, raw) in m.iter().filter(|(k, _)| m.iter().filter(|(x, _)| x == k).count() == 1) {
+                        let theirs: serde_json::Value = serde_json::from_str(raw).unwrap();
+                        assert_eq!(Some(&theirs), v.get(*k), "{s}");
+                    }
+                }
+            }
+        }
+        assert!(accepted_mutants > 1000, "the mutations were too destructive to test anything");
+    }
+}
