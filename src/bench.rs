@@ -16,8 +16,8 @@ pub struct BenchArgs {
     /// Table sizes to measure, in indicators.
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
     pub sizes: Vec<u64>,
-    /// Alerts in the alerts file.
-    #[arg(long, default_value_t = 2000)]
+    /// Alerts in the alerts file (enough that the lookup phase is not dominated by start-up costs).
+    #[arg(long, default_value_t = 10000)]
     pub alerts: u64,
     /// Events per alert.
     #[arg(long, default_value_t = 20)]
@@ -60,7 +60,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let peer = tools.join("peer_enrich.py");
     for f in [&gen, &peer] {
         if !f.exists() {
-            bail!("{} not found: pass --shared DIR (the folder holding tools/), or set PANTHER_TRIAGE_SHARED", f.display());
+            bail!(
+                "{} not found: pass --shared DIR (the folder holding tools/), or set PANTHER_TRIAGE_SHARED",
+                f.display()
+            );
         }
     }
     std::fs::create_dir_all(&a.work_dir).with_context(|| format!("cannot create {}", a.work_dir.display()))?;
@@ -70,8 +73,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         a.alerts, a.events, a.seed, a.subdomains
     );
     println!(
-        "{:>9} {:>9} | {:>12} {:>12} {:>6} | {:>12} {:>12} {:>6} | {:>9} {:>9} {:>6} | {}",
-        "rows", "file MB", "load rows/s", "peer rows/s", "x", "lookups/s", "peer lk/s", "x", "RSS MB", "peer MB", "/file", "output"
+        "{:>9} {:>9} | {:>12} {:>12} {:>6} | {:>12} {:>12} {:>6} | {:>9} {:>9} {:>6} | output",
+        "rows",
+        "file MB",
+        "load rows/s",
+        "peer rows/s",
+        "x",
+        "lookups/s",
+        "peer lk/s",
+        "x",
+        "RSS MB",
+        "peer MB",
+        "/file",
     );
     for &n in &a.sizes {
         let table = a.work_dir.join(format!("indicators-{n}-s{}.jsonl", a.seed));
@@ -95,7 +108,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let file_bytes = std::fs::metadata(&table)?.len();
         let peer_out = a.work_dir.join(format!("peer-{n}.tsv"));
         let ours_out = a.work_dir.join(format!("ours-{n}.tsv"));
-        let mut peer_args = vec![path_str(&peer)?, path_str(&table)?, path_str(&alerts)?, "--out", path_str(&peer_out)?];
+        let mut peer_args =
+            vec![path_str(&peer)?, path_str(&table)?, path_str(&alerts)?, "--out", path_str(&peer_out)?];
         let mut our_args = vec![
             "enrich",
             "--table",
@@ -170,7 +184,11 @@ fn measure(program: &Path, args: &[&str], marker: &str) -> anyhow::Result<Side> 
     if !status {
         bail!("{} {} failed:\n{err}", program.display(), args.join(" "));
     }
-    let line = err.lines().rev().find(|l| l.contains(marker)).with_context(|| format!("no figures from {}:\n{err}", program.display()))?;
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.contains(marker))
+        .with_context(|| format!("no figures from {}:\n{err}", program.display()))?;
     let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("figures line {line:?}"))?;
     let f = |k: &str| v.get(k).and_then(serde_json::Value::as_f64).unwrap_or(0.0);
     Ok(Side { rows: f("rows"), load_s: f("load_s"), lookups: f("lookups"), match_s: f("match_s"), peak_rss })

@@ -17,7 +17,11 @@ use crate::json::Scalar;
 use crate::tables::{Format, Table, TableSpec};
 
 #[derive(Debug, Parser)]
-#[command(name = "panther-triage", version, about = "Triage Panther alerts: poll, enrich against threat intel, comment back")]
+#[command(
+    name = "panther-triage",
+    version,
+    about = "Triage Panther alerts: poll, enrich against threat intel, comment back"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -92,9 +96,8 @@ pub fn parse_table_arg(arg: &str, subdomains: bool) -> anyhow::Result<TableSpec>
         let mut spec = TableSpec::anomali("", "");
         let mut name = None;
         for part in arg.split(',') {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| usage(format!("--table {arg:?}: {part:?} is not key=value")))?;
+            let (k, v) =
+                part.split_once('=').ok_or_else(|| usage(format!("--table {arg:?}: {part:?} is not key=value")))?;
             match k.trim() {
                 "path" => path = Some(PathBuf::from(v)),
                 "name" => name = Some(v.to_owned()),
@@ -124,7 +127,12 @@ pub fn parse_table_arg(arg: &str, subdomains: bool) -> anyhow::Result<TableSpec>
         spec.name = spec
             .path
             .file_stem()
-            .map(|s| s.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect())
+            .map(|s| {
+                s.to_string_lossy()
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+                    .collect()
+            })
             .unwrap_or_else(|| "table".to_owned());
     }
     spec.match_subdomains |= subdomains;
@@ -137,7 +145,11 @@ pub fn parse_selector_arg(arg: &str) -> anyhow::Result<Selector> {
     let mut parts = arg.rsplitn(3, ':');
     let (kind, path, log_type) = match (parts.next(), parts.next(), parts.next()) {
         (Some(k), Some(p), Some(l)) => (k, p, l),
-        _ => return Err(usage(format!("--selector {arg:?}: expected LOG_TYPE:DOTTED.PATH:KIND, e.g. AWS.CloudTrail:sourceIPAddress:ip"))),
+        _ => {
+            return Err(usage(format!(
+                "--selector {arg:?}: expected LOG_TYPE:DOTTED.PATH:KIND, e.g. AWS.CloudTrail:sourceIPAddress:ip"
+            )))
+        }
     };
     let kind: Kind = kind.parse().map_err(usage)?;
     let log_type = (log_type != "*").then_some(log_type);
@@ -153,6 +165,36 @@ pub fn parse_now(now: Option<&str>) -> anyhow::Result<DateTime<Utc>> {
     }
 }
 
+/// What the alert lines produced, added up in file order.
+#[derive(Default)]
+struct Totals {
+    rows: Vec<TsvRow>,
+    lookups: u64,
+    skipped: u64,
+    alerts: u64,
+    events: usize,
+    bad_alerts: Vec<String>,
+    enriched: Vec<String>,
+}
+
+impl Totals {
+    fn add(&mut self, results: Vec<Result<AlertResult, String>>) {
+        for r in results {
+            match r {
+                Ok(r) => {
+                    self.alerts += 1;
+                    self.lookups += r.lookups;
+                    self.skipped += r.skipped;
+                    self.events += r.events;
+                    self.rows.extend(r.rows);
+                    self.enriched.extend(r.enriched);
+                }
+                Err(e) => self.bad_alerts.push(e),
+            }
+        }
+    }
+}
+
 /// What one alert line produced.
 struct AlertResult {
     rows: Vec<TsvRow>,
@@ -165,7 +207,8 @@ struct AlertResult {
 fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
     let now = parse_now(a.now.as_deref())?;
     let specs = a.tables.iter().map(|t| parse_table_arg(t, a.subdomains)).collect::<anyhow::Result<Vec<_>>>()?;
-    let selectors = Selectors::new(a.selectors.iter().map(|s| parse_selector_arg(s)).collect::<anyhow::Result<Vec<_>>>()?);
+    let selectors =
+        Selectors::new(a.selectors.iter().map(|s| parse_selector_arg(s)).collect::<anyhow::Result<Vec<_>>>()?);
 
     let load_started = Instant::now();
     let mut tables = Vec::with_capacity(specs.len());
@@ -176,40 +219,29 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
     let load_s = load_started.elapsed().as_secs_f64();
 
     let match_started = Instant::now();
-    let text = std::fs::read(&a.alerts).with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
     let want_enriched = a.enriched.is_some();
-    let lines: Vec<(usize, &[u8])> = text
-        .split(|b| *b == b'\n')
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim_ascii()))
-        .filter(|(_, l)| !l.is_empty())
-        .collect();
-    let results: Vec<Result<AlertResult, String>> = {
-        use rayon::prelude::*;
-        lines
-            .par_iter()
-            .with_min_len(16)
-            .map_init(Events::default, |events, (n, line)| {
-                enrich_line(line, &tables, &selectors, want_enriched, events).map_err(|e| format!("{}:{n}: {e}", a.alerts.display()))
-            })
-            .collect()
-    };
-    let mut rows = Vec::new();
-    let (mut lookups, mut skipped, mut alerts, mut events, mut bad_alerts) = (0u64, 0u64, 0u64, 0usize, Vec::new());
-    let mut enriched = Vec::new();
-    for r in results {
-        match r {
-            Ok(r) => {
-                alerts += 1;
-                lookups += r.lookups;
-                skipped += r.skipped;
-                events += r.events;
-                rows.extend(r.rows);
-                enriched.extend(r.enriched);
-            }
-            Err(e) => bad_alerts.push(e),
+    let file =
+        std::fs::File::open(&a.alerts).with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
+    let mut totals = Totals::default();
+    crate::chunks::read_in_background(file, |chunks| -> anyhow::Result<()> {
+        for chunk in chunks {
+            let chunk = chunk.with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
+            let results: Vec<Result<AlertResult, String>> = {
+                use rayon::prelude::*;
+                crate::chunks::lines(&chunk)
+                    .par_iter()
+                    .with_min_len(16)
+                    .map_init(Events::default, |events, (n, line)| {
+                        enrich_line(line, &tables, &selectors, want_enriched, events)
+                            .map_err(|e| format!("{}:{n}: {e}", a.alerts.display()))
+                    })
+                    .collect()
+            };
+            totals.add(results);
         }
-    }
+        Ok(())
+    })?;
+    let Totals { mut rows, lookups, skipped, alerts, events, bad_alerts, enriched } = totals;
     sort_tsv(&mut rows);
     let match_s = match_started.elapsed().as_secs_f64();
 
@@ -237,12 +269,6 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
         "alerts {alerts}, events {events}, lookups {lookups}, matches {}, skipped values {skipped}, in {match_s:.3}s",
         rows.len()
     )?;
-    for e in bad_alerts.iter().take(5) {
-        writeln!(out, "  skipped alert: {e}")?;
-    }
-    if bad_alerts.len() > 5 {
-        writeln!(out, "  ... and {} more unreadable alert lines", bad_alerts.len() - 5)?;
-    }
     if a.stats_json {
         let stats = serde_json::json!({
             "rows": tables.iter().map(|t| t.report.rows).sum::<u64>(),
@@ -256,6 +282,15 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
             "peak_rss_bytes": crate::bench::peak_rss_bytes(),
         });
         eprintln!("{stats}");
+    }
+    if !bad_alerts.is_empty() {
+        for e in bad_alerts.iter().take(5) {
+            eprintln!("skipped alert: {e}");
+        }
+        anyhow::bail!(
+            "{} alert line(s) could not be read and were skipped (the first are listed above); the others were enriched",
+            bad_alerts.len()
+        );
     }
     Ok(())
 }

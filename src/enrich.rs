@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::IgnoredAny;
+use smallvec::SmallVec;
 
 use crate::indicator::{normalize, Invalid, Key, Kind};
 use crate::json::scan::{self, Scanner};
@@ -41,7 +42,9 @@ impl Selector {
     pub fn new(log_type: Option<&str>, path: &str, kind: Kind) -> Result<Selector, String> {
         let parts: Vec<String> = path.split('.').map(str::to_owned).collect();
         if parts.iter().any(String::is_empty) {
-            return Err(format!("selector path {path:?} has an empty segment; write it as dotted keys, e.g. \"userIdentity.sourceIp\""));
+            return Err(format!(
+                "selector path {path:?} has an empty segment; write it as dotted keys, e.g. \"userIdentity.sourceIp\""
+            ));
         }
         Ok(Selector { field: path.to_owned(), path: parts, kind, log_type: log_type.map(str::to_owned) })
     }
@@ -195,7 +198,6 @@ impl<'a> EventView<'_, 'a> {
             _ => None,
         }
     }
-
 }
 
 /// A winning row for one value of one selector in one event.
@@ -263,7 +265,9 @@ impl Enrichment {
     /// The `p_enrichment` object of one event as JSON text (`{}` where nothing matched):
     /// `{"<table>": {"<selector>": [row + p_match, ...]}}`, a single row for a one-value selector.
     pub fn p_enrichment(&self, event: usize, tables: &[Table], selectors: &Selectors) -> String {
-        let mut by_table: Vec<(usize, Vec<(usize, Vec<&Match>)>)> = Vec::new();
+        // table -> selector -> its matches, in order of first appearance, then sorted by index.
+        type BySelector<'m> = Vec<(usize, Vec<&'m Match>)>;
+        let mut by_table: Vec<(usize, BySelector)> = Vec::new();
         for m in self.matches.iter().filter(|m| m.event == event) {
             let t = match by_table.iter_mut().find(|(t, _)| *t == m.table) {
                 Some(t) => t,
@@ -332,13 +336,13 @@ fn row_with_p_match(out: &mut String, row: &str, value: &str) {
 /// Matches every selected value of every event against every table.
 pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> Enrichment {
     let mut out = Enrichment::default();
+    let mut probes: Vec<Probe> = Vec::new();
     for ei in 0..events.len() {
         let Some(ev) = events.event(ei) else {
             out.skip(ei, None, "", SkipReason::EventNotAnObject);
             continue;
         };
         let log_type = ev.log_type();
-        let first_match = out.matches.len();
         // One pass over the members, each dispatched to the selectors that start with its key.
         for (mi, (key, raw)) in ev.members.iter().enumerate() {
             for (si, sel) in selectors.starting_with(key) {
@@ -351,11 +355,60 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
                 }
                 let raw = if sel.path.len() == 1 { Some(*raw) } else { descend(raw, &sel.path[1..]) };
                 let Some(Ok(values)) = raw.map(Values::parse) else { continue };
-                lookup_values(&mut out, &values, ei, si, sel.kind, tables, first_match);
+                gather(&mut out, &mut probes, values, ei, si, sel.kind);
+            }
+        }
+    }
+    // Every key is first tested against each table's one-access filter, in a loop of independent
+    // loads so that their cache misses overlap; only the few that may match are looked up.
+    let maybe: Vec<u64> = probes
+        .iter()
+        .map(|p| {
+            tables
+                .iter()
+                .enumerate()
+                .fold(0u64, |m, (ti, t)| m | (u64::from(ti >= 64 || t.may_match(&p.key)) << ti.min(63)))
+        })
+        .collect();
+    let mut event_start = (usize::MAX, 0);
+    for (p, mask) in probes.iter().zip(maybe) {
+        if mask == 0 {
+            continue;
+        }
+        if event_start.0 != p.event {
+            event_start = (p.event, out.matches.len());
+        }
+        for (ti, table) in tables.iter().enumerate() {
+            if mask & (1 << ti.min(63)) == 0 {
+                continue;
+            }
+            if let Some(entry) = table.lookup(&p.key) {
+                let value = shown(&p.key);
+                let dup = out.matches[event_start.1..]
+                    .iter()
+                    .any(|m| m.selector == p.selector && m.table == ti && m.value == value && m.entry == entry);
+                if !dup {
+                    out.matches.push(Match {
+                        event: p.event,
+                        selector: p.selector,
+                        table: ti,
+                        value,
+                        entry,
+                        list: p.list,
+                    });
+                }
             }
         }
     }
     out
+}
+
+/// A normalized value waiting to be looked up.
+struct Probe<'a> {
+    event: usize,
+    selector: usize,
+    list: bool,
+    key: Key<'a>,
 }
 
 /// Follows the rest of a dotted path through nested objects.
@@ -369,35 +422,32 @@ fn descend<'a>(mut cur: &'a str, rest: &[String]) -> Option<&'a str> {
     Some(cur)
 }
 
-fn lookup_values(out: &mut Enrichment, values: &Values<'_>, ei: usize, si: usize, kind: Kind, tables: &[Table], first_match: usize) {
+/// Normalizes the values of one selector into probes; what is not valid is skipped with a reason.
+fn gather<'a>(out: &mut Enrichment, probes: &mut Vec<Probe<'a>>, values: Values<'a>, ei: usize, si: usize, kind: Kind) {
     let list = values.is_list();
-    for v in values.iter() {
-        let s = match v {
-            Scalar::Str(s) => s,
+    let all: SmallVec<[Scalar<'a>; 4]> = match values {
+        Values::One(s) => smallvec::smallvec![s],
+        Values::Many(v) => v,
+    };
+    for v in all {
+        let key = match v {
             Scalar::Null => continue,
+            Scalar::Str(Cow::Borrowed(s)) => {
+                out.lookups += 1;
+                normalize(kind, s, false).map_err(|why| (why, s.to_owned()))
+            }
+            Scalar::Str(Cow::Owned(s)) => {
+                out.lookups += 1;
+                normalize(kind, &s, false).map(Key::into_owned).map_err(|why| (why, s.clone()))
+            }
             other => {
                 out.skip(ei, Some(si), &format!("{other:?}"), SkipReason::Invalid(Invalid::NotAString));
                 continue;
             }
         };
-        out.lookups += 1;
-        let key = match normalize(kind, s, false) {
-            Ok(k) => k,
-            Err(why) => {
-                out.skip(ei, Some(si), s, SkipReason::Invalid(why));
-                continue;
-            }
-        };
-        for (ti, table) in tables.iter().enumerate() {
-            if let Some(entry) = table.lookup(&key) {
-                let value = shown(&key);
-                let dup = out.matches[first_match..]
-                    .iter()
-                    .any(|m| m.selector == si && m.table == ti && m.value == value && m.entry == entry);
-                if !dup {
-                    out.matches.push(Match { event: ei, selector: si, table: ti, value, entry, list });
-                }
-            }
+        match key {
+            Ok(key) => probes.push(Probe { event: ei, selector: si, list, key }),
+            Err((why, s)) => out.skip(ei, Some(si), &s, SkipReason::Invalid(why)),
         }
     }
 }
@@ -449,3 +499,164 @@ pub fn sort_tsv(rows: &mut Vec<TsvRow>) {
     rows.dedup();
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::{Format, TableSpec};
+    use chrono::{DateTime, Utc};
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").map(|t| t.with_timezone(&Utc)).unwrap()
+    }
+
+    fn table(name: &str, rows: &[(&str, &str, u8)]) -> Table {
+        let body: Vec<String> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (v, t, c))| {
+                format!(
+                    r#"{{"id":"{}","value":"{v}","type":"{t}","confidence":{c},"status":"active","threat_type":"c2"}}"#,
+                    i + 1
+                )
+            })
+            .collect();
+        Table::from_bytes(&TableSpec::anomali(name, format!("/t/{name}.jsonl")), body.join("\n").into_bytes(), now())
+            .unwrap()
+    }
+
+    fn events<'a>(json: &[&'a str]) -> Events<'a> {
+        let mut ev = Events::default();
+        for j in json {
+            ev.push_json(j).unwrap();
+        }
+        ev
+    }
+
+    fn found(e: &Enrichment, tables: &[Table], sel: &Selectors) -> Vec<String> {
+        e.matches
+            .iter()
+            .map(|m| {
+                format!("{}:{}:{}={}", m.event, sel.get(m.selector).field, m.value, tables[m.table].entry_id(m.entry))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_come_out_in_panthers_shape() {
+        let tables = [table("intel", &[("1.2.3.4", "ip", 80), ("evil.com", "domain", 50)])];
+        let sel = Selectors::new(vec![Selector::new(Some("AWS.CloudTrail"), "sourceIPAddress", Kind::Ip).unwrap()]);
+        let ev = events(&[
+            r#"{"p_log_type":"AWS.CloudTrail","p_any_ip_addresses":["1.2.3.4","::ffff:1.2.3.4","5.5.5.5"],"p_any_domain_names":["EVIL.com."],"sourceIPAddress":"1.2.3.4"}"#,
+        ]);
+        let e = enrich(&ev, &tables, &sel);
+        let p: serde_json::Value = serde_json::from_str(&e.p_enrichment(0, &tables, &sel)).unwrap();
+        let ips = &p["intel"]["p_any_ip_addresses"];
+        assert_eq!(ips.as_array().map(Vec::len), Some(1), "the mapped form is the same value: {p}");
+        assert_eq!(ips[0]["p_match"], "1.2.3.4");
+        assert_eq!(ips[0]["threat_type"], "c2", "the row is carried whole");
+        assert_eq!(p["intel"]["p_any_domain_names"][0]["p_match"], "evil.com");
+        // A one-value selector holds one row, not a list.
+        assert_eq!(p["intel"]["sourceIPAddress"]["id"], "1");
+        assert_eq!(e.lookups, 5);
+        assert_eq!(e.p_enrichment(1, &tables, &sel), "{}");
+    }
+
+    #[test]
+    fn invalid_values_are_skipped_with_a_reason_and_the_rest_still_matches() {
+        let tables = [table("intel", &[("1.2.3.4", "ip", 80)])];
+        let sel = Selectors::default();
+        let ev = events(&[
+            r#"{"p_any_ip_addresses":["999.1.1.1", 42, null, "1.2.3.4"],"p_any_md5_hashes":["xyz"],"p_any_emails":["nobody"]}"#,
+            r#"["not", "an", "event"]"#,
+            r#"{"p_any_ip_addresses":["1.2.3.4"]}"#,
+        ]);
+        let e = enrich(&ev, &tables, &sel);
+        assert_eq!(found(&e, &tables, &sel), vec!["0:p_any_ip_addresses:1.2.3.4=1", "2:p_any_ip_addresses:1.2.3.4=1"]);
+        let reasons: Vec<String> = e.skipped.iter().map(|s| format!("{}:{}:{}", s.event, s.value, s.reason)).collect();
+        assert_eq!(
+            reasons,
+            vec![
+                "0:999.1.1.1:not an IP address",
+                "0:U64(42):not a string",
+                "0:xyz:not 32, 40 or 64 hex digits",
+                "0:nobody:email without @",
+                "1::event is not a JSON object",
+            ]
+        );
+        assert_eq!(e.lookups, 5, "invalid strings are looked up (and counted) as the reference counts them");
+    }
+
+    #[test]
+    fn selectors_for_one_log_type_and_dotted_paths() {
+        let tables = [table("intel", &[("9.9.9.9", "ip", 10), ("bad@x.io", "email", 10)])];
+        let sel = Selectors::new(vec![
+            Selector::new(Some("Okta.SystemLog"), "client.ipAddress", Kind::Ip).unwrap(),
+            Selector::new(None, "actor.email", Kind::Email).unwrap(),
+        ]);
+        let ev = events(&[
+            r#"{"p_log_type":"Okta.SystemLog","client":{"ipAddress":"9.9.9.9"},"actor":{"email":"Bad@X.io"}}"#,
+            r#"{"p_log_type":"AWS.CloudTrail","client":{"ipAddress":"9.9.9.9"},"actor":{"email":"bad@x.io"}}"#,
+            r#"{"p_log_type":"Okta.SystemLog","client":"9.9.9.9"}"#,
+        ]);
+        let e = enrich(&ev, &tables, &sel);
+        assert_eq!(
+            found(&e, &tables, &sel),
+            vec!["0:client.ipAddress:9.9.9.9=1", "0:actor.email:bad@x.io=2", "1:actor.email:bad@x.io=2"]
+        );
+        assert!(Selector::new(None, "a..b", Kind::Ip).is_err());
+    }
+
+    #[test]
+    fn a_repeated_key_is_read_as_its_last_value() {
+        let tables = [table("intel", &[("1.1.1.1", "ip", 10), ("2.2.2.2", "ip", 10)])];
+        let sel = Selectors::default();
+        let ev = events(&[r#"{"p_any_ip_addresses":["1.1.1.1"],"p_any_ip_addresses":["2.2.2.2"]}"#]);
+        assert_eq!(found(&enrich(&ev, &tables, &sel), &tables, &sel), vec!["0:p_any_ip_addresses:2.2.2.2=2"]);
+        // Escaped keys go through serde_json and mean the same.
+        let ev = events(&[r#"{"p_any_ip_\u0061ddresses":["1.1.1.1"]}"#]);
+        assert_eq!(found(&enrich(&ev, &tables, &sel), &tables, &sel), vec!["0:p_any_ip_addresses:1.1.1.1=1"]);
+    }
+
+    #[test]
+    fn every_table_is_consulted() {
+        let tables = [table("a", &[("1.1.1.1", "ip", 10)]), table("b", &[("1.1.0.0/16", "ip", 10)])];
+        let sel = Selectors::default();
+        let ev = events(&[r#"{"p_any_ip_addresses":["1.1.1.1"]}"#]);
+        let e = enrich(&ev, &tables, &sel);
+        let p: serde_json::Value = serde_json::from_str(&e.p_enrichment(0, &tables, &sel)).unwrap();
+        assert_eq!(p["a"]["p_any_ip_addresses"][0]["id"], "1");
+        assert_eq!(p["b"]["p_any_ip_addresses"][0]["value"], "1.1.0.0/16");
+        let mut rows = tsv_rows("A1", &e, &tables, &sel);
+        sort_tsv(&mut rows);
+        let mut out = Vec::new();
+        rows.iter().for_each(|r| r.write_to(&mut out));
+        assert_eq!(String::from_utf8(out).unwrap(), "A1\t0\tp_any_ip_addresses\t1.1.1.1\t1\n");
+    }
+
+    #[test]
+    fn skipped_values_are_capped() {
+        let tables = [table("intel", &[("1.1.1.1", "ip", 10)])];
+        let long = "x".repeat(10_000);
+        let many: Vec<String> = (0..500).map(|i| format!("\"bad{i}\"")).collect();
+        let json = format!(r#"{{"p_any_ip_addresses":["{long}",{}]}}"#, many.join(","));
+        let ev = events(&[&json]);
+        let e = enrich(&ev, &tables, &Selectors::default());
+        assert_eq!(e.skipped.len(), SKIPPED_KEPT);
+        assert_eq!(e.skipped_total, 501);
+        assert_eq!(e.skipped[0].value.chars().count(), SKIPPED_VALUE_CHARS);
+    }
+
+    #[test]
+    fn list_format_tables_work_through_enrich() {
+        let spec = TableSpec {
+            kind: Some(Kind::Domain),
+            format: Format::List,
+            match_subdomains: true,
+            ..TableSpec::anomali("blocked", "/t/b.txt")
+        };
+        let tables = [Table::from_bytes(&spec, b"evil.com\n".to_vec(), now()).unwrap()];
+        let sel = Selectors::default();
+        let ev = events(&[r#"{"p_any_domain_names":["a.b.Evil.Com"]}"#]);
+        assert_eq!(found(&enrich(&ev, &tables, &sel), &tables, &sel), vec!["0:p_any_domain_names:a.b.evil.com=1"]);
+    }
+}

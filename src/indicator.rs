@@ -113,6 +113,17 @@ pub enum Key<'a> {
     Text(Kind, Cow<'a, str>),
 }
 
+impl Key<'_> {
+    /// The same key, owning its text.
+    pub fn into_owned(self) -> Key<'static> {
+        match self {
+            Key::Ip(ip) => Key::Ip(ip),
+            Key::Net(n) => Key::Net(n),
+            Key::Text(kind, t) => Key::Text(kind, Cow::Owned(t.into_owned())),
+        }
+    }
+}
+
 /// Why an event value (or a table key) was not usable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Invalid {

@@ -8,11 +8,13 @@
 //! - [`tables`]: loading lookup tables (anomali, csv, list) into an immutable index; the winner rule.
 //! - [`enrich`]: the pure function from an alert's events and the tables to matches and skipped values.
 //! - [`json`]: borrowed JSON pieces for the hot paths (no `serde_json::Value` trees).
+//! - [`chunks`]: reading big line-oriented files in chunks on a thread of their own.
 //! - [`cli`]: the commands; [`bench`]: the speed comparison with the Python reference.
 //!
 //! See ARCHITECTURE.md for the data flow and the invariants.
 
 pub mod bench;
+pub mod chunks;
 pub mod cli;
 pub mod enrich;
 pub mod indicator;

@@ -32,7 +32,9 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 #[inline]
 fn specials(w: u64) -> u64 {
     let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\'))) | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
+    zero(w ^ (ONES * u64::from(b'"')))
+        | zero(w ^ (ONES * u64::from(b'\\')))
+        | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
 }
 
 impl<'a> Scanner<'a> {
@@ -63,7 +65,9 @@ impl<'a> Scanner<'a> {
         #[cfg(target_arch = "x86_64")]
         {
             // SSE2 is part of x86_64 itself, so this needs no run-time check.
-            use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+            use std::arch::x86_64::{
+                _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+            };
             while self.i + 16 <= self.b.len() {
                 // SAFETY: the 16 bytes read start at `i` and end within `b`, as checked above.
                 let mask = unsafe {
@@ -218,7 +222,11 @@ impl<'a> Scanner<'a> {
 
     /// An object at the cursor. `member` gets each key (`None` where it has escapes) with the
     /// cursor at the value, which it must consume.
-    pub fn object(&mut self, depth: u32, mut member: impl FnMut(&mut Self, Option<&'a str>, u32) -> Option<()>) -> Option<()> {
+    pub fn object(
+        &mut self,
+        depth: u32,
+        mut member: impl FnMut(&mut Self, Option<&'a str>, u32) -> Option<()>,
+    ) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
         }
@@ -284,7 +292,10 @@ impl<'a> Scanner<'a> {
 
 /// Walks the JSON object `s` with `member` (see [`Scanner::object`]) and checks nothing follows it.
 /// `None` where `s` is not valid JSON or `member` refused something.
-pub fn walk_object<'a>(s: &'a str, member: impl FnMut(&mut Scanner<'a>, Option<&'a str>, u32) -> Option<()>) -> Option<()> {
+pub fn walk_object<'a>(
+    s: &'a str,
+    member: impl FnMut(&mut Scanner<'a>, Option<&'a str>, u32) -> Option<()>,
+) -> Option<()> {
     let mut sc = Scanner::new(s);
     sc.ws();
     sc.object(1, member)?;
@@ -364,9 +375,27 @@ mod tests {
     #[test]
     fn invalid_json_is_refused() {
         for bad in [
-            "{", "}", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "[1,]", "{\"a\":01}", "{\"a\":1.}", "{\"a\":.5}", "{\"a\":+1}",
-            "{\"a\":1e}", "{\"a\":tru}", "{\"a\":\"\u{1}\"}", "{\"a\":\"\\x\"}", "{\"a\":\"\\u12g4\"}", "{\"a\":1} x",
-            "{\"a\" 1}", "{'a':1}", "{\"a\":NaN}", "", "{\"a\":\"unterminated}",
+            "{",
+            "}",
+            "{\"a\"}",
+            "{\"a\":}",
+            "{\"a\":1,}",
+            "[1,]",
+            "{\"a\":01}",
+            "{\"a\":1.}",
+            "{\"a\":.5}",
+            "{\"a\":+1}",
+            "{\"a\":1e}",
+            "{\"a\":tru}",
+            "{\"a\":\"\u{1}\"}",
+            "{\"a\":\"\\x\"}",
+            "{\"a\":\"\\u12g4\"}",
+            "{\"a\":1} x",
+            "{\"a\" 1}",
+            "{'a':1}",
+            "{\"a\":NaN}",
+            "",
+            "{\"a\":\"unterminated}",
         ] {
             assert!(!is_valid(bad), "accepted {bad:?}");
             assert!(!serde_ok(bad), "serde accepts {bad:?}; fix the test");

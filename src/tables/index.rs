@@ -185,7 +185,8 @@ impl IndexBuilder {
             }
         }
         let blocks4 = V4Blocks::build(v4.keys().copied(), &seg4);
-        Index { entries, v4, v6, text, seg4, seg6, blocks4 }
+        let text_filter = TextFilter::build(&text);
+        Index { entries, v4, v6, text, seg4, seg6, blocks4, text_filter }
     }
 }
 
@@ -207,20 +208,21 @@ fn segments(entries: &Entries, mut nets: Vec<Net>, owner: &HashMap<Net, EntryId,
         }
         out.push(Segment { start, end, winner });
     };
-    let close_until = |out: &mut Vec<Segment>, open: &mut Vec<(u128, EntryId)>, cursor: &mut Option<u128>, limit: Option<u128>| {
-        while let Some(&(end, w)) = open.last() {
-            if limit.is_some_and(|l| end >= l) {
-                break;
-            }
-            if let Some(c) = *cursor {
-                if c <= end {
-                    emit(out, c, end, w);
+    let close_until =
+        |out: &mut Vec<Segment>, open: &mut Vec<(u128, EntryId)>, cursor: &mut Option<u128>, limit: Option<u128>| {
+            while let Some(&(end, w)) = open.last() {
+                if limit.is_some_and(|l| end >= l) {
+                    break;
                 }
+                if let Some(c) = *cursor {
+                    if c <= end {
+                        emit(out, c, end, w);
+                    }
+                }
+                *cursor = end.checked_add(1);
+                open.pop();
             }
-            *cursor = end.checked_add(1);
-            open.pop();
-        }
-    };
+        };
     for n in nets {
         close_until(&mut out, &mut open, &mut cursor, Some(n.start));
         if let (Some(&(_, w)), Some(c)) = (open.last(), cursor) {
@@ -278,6 +280,40 @@ impl V4Blocks {
     }
 }
 
+/// One bit per hash bucket of every text key (domains, emails, hashes, urls), about 16 bits a key: a
+/// clear bit proves a value is not in the table with one memory access, where the map would need
+/// two or three (control bytes, bucket, the key's text).
+#[derive(Debug)]
+struct TextFilter {
+    bits: Vec<u64>,
+    mask: u64,
+    hasher: RandomState,
+}
+
+impl TextFilter {
+    fn build(maps: &[Map<Box<str>>; 4]) -> TextFilter {
+        let keys: usize = maps.iter().map(|m| m.len()).sum();
+        let nbits = (keys * 16).next_power_of_two().clamp(1 << 12, 1 << 30);
+        let mut f = TextFilter { bits: vec![0; nbits / 64], mask: nbits as u64 - 1, hasher: RandomState::new() };
+        for (slot, m) in maps.iter().enumerate() {
+            for k in m.keys() {
+                let b = f.bit(slot, k);
+                f.bits[(b >> 6) as usize] |= 1 << (b & 63);
+            }
+        }
+        f
+    }
+
+    fn bit(&self, slot: usize, key: &str) -> u64 {
+        self.hasher.hash_one((slot, key)) & self.mask
+    }
+
+    fn may_hold(&self, slot: usize, key: &str) -> bool {
+        let b = self.bit(slot, key);
+        self.bits[(b >> 6) as usize] & (1 << (b & 63)) != 0
+    }
+}
+
 /// A built table index. It answers for the `now` it was built with: eligibility was decided then.
 #[derive(Debug)]
 pub struct Index {
@@ -288,12 +324,13 @@ pub struct Index {
     seg4: Vec<Segment>,
     seg6: Vec<Segment>,
     blocks4: V4Blocks,
+    text_filter: TextFilter,
 }
 
 impl Index {
     pub fn lookup_ip(&self, ip: Ip) -> Option<EntryId> {
         match ip {
-            Ip::V4(a) if std::env::var_os("NOBITMAP").is_none() && !self.blocks4.may_hold(a) => None,
+            Ip::V4(a) if !self.blocks4.may_hold(a) => None,
             Ip::V4(a) => self.v4.get(&a).copied().or_else(|| find(&self.seg4, u128::from(a))),
             Ip::V6(a) => self.v6.get(&a).copied().or_else(|| find(&self.seg6, a)),
         }
@@ -314,6 +351,17 @@ impl Index {
             }
         }
         best
+    }
+
+    /// False where `key` is surely not in the table (one memory access, no false "false"): callers
+    /// test a batch of keys with this first, so the cache misses of the batch overlap.
+    pub fn may_match(&self, key: &Key<'_>, subdomains: bool) -> bool {
+        match key {
+            Key::Ip(Ip::V4(a)) => self.blocks4.may_hold(*a),
+            Key::Ip(Ip::V6(_)) | Key::Net(_) => true,
+            Key::Text(Kind::Domain, _) if subdomains => true,
+            Key::Text(kind, t) => self.text_filter.may_hold(text_slot(*kind), t),
+        }
     }
 
     pub fn lookup(&self, key: &Key<'_>, subdomains: bool) -> Option<EntryId> {

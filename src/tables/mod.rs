@@ -22,6 +22,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::Deserialize;
 use smallvec::SmallVec;
 
+use crate::chunks::{self, Chunk};
 use crate::indicator::{normalize, Key, Kind, ROW_TYPES};
 use crate::json::{scan, Scalar, Values};
 pub use index::{Entry, EntryId, Index, IndexBuilder, Span};
@@ -101,10 +102,12 @@ impl TableSpec {
             return problem("name must be non-empty and use only letters, digits, `_` and `-` (it becomes a key under p_enrichment)");
         }
         match self.format {
-            Format::List if self.kind.is_none() => problem("a list table needs `kind` (ip, domain, email, hash or url)"),
-            Format::Anomali if self.kind.is_some() || self.key.is_some() || self.kind_column.is_some() => {
-                problem("an anomali table takes each row's kind from its `type`; remove `kind`, `key` and `kind_column`")
+            Format::List if self.kind.is_none() => {
+                problem("a list table needs `kind` (ip, domain, email, hash or url)")
             }
+            Format::Anomali if self.kind.is_some() || self.key.is_some() || self.kind_column.is_some() => problem(
+                "an anomali table takes each row's kind from its `type`; remove `kind`, `key` and `kind_column`",
+            ),
             Format::List if self.key.is_some() || self.kind_column.is_some() => {
                 problem("a list table has no columns; remove `key` and `kind_column`")
             }
@@ -174,6 +177,10 @@ pub struct LoadReport {
 const EXAMPLES: usize = 5;
 /// A file whose first this-many rows all fail is not in the declared format.
 const PROBE_ROWS: u64 = 100;
+
+/// Lines longer than a chunk are rare; the largest line a test builds.
+#[cfg(test)]
+const CHUNK: usize = chunks::CHUNK;
 
 impl LoadReport {
     pub fn rejected_total(&self) -> u64 {
@@ -273,7 +280,7 @@ impl Table {
             let (index, report, earliest) = load_anomali_from(spec, file, size, clock)?;
             return Ok(Self::assemble(spec, index, report, earliest, size, started));
         }
-        let buf = std::fs::read(&spec.path).map_err(io_err)?;
+        let buf = chunks::read_file(&spec.path).map_err(io_err)?;
         Self::from_bytes(spec, buf, now)
     }
 
@@ -299,7 +306,14 @@ impl Table {
         Ok(Self::assemble(spec, index, report, earliest, size, started))
     }
 
-    fn assemble(spec: &TableSpec, index: Index, mut report: LoadReport, earliest: Option<NaiveDateTime>, bytes: u64, started: Instant) -> Table {
+    fn assemble(
+        spec: &TableSpec,
+        index: Index,
+        mut report: LoadReport,
+        earliest: Option<NaiveDateTime>,
+        bytes: u64,
+        started: Instant,
+    ) -> Table {
         report.bytes = bytes;
         report.elapsed = started.elapsed();
         Table { spec: spec.clone(), index, report, valid_until: earliest.map(|t| t.and_utc()) }
@@ -307,6 +321,11 @@ impl Table {
 
     pub fn name(&self) -> &str {
         &self.spec.name
+    }
+
+    /// False where `key` surely has no row here; cheap, for filtering a batch before `lookup`.
+    pub fn may_match(&self, key: &Key<'_>) -> bool {
+        self.index.may_match(key, self.spec.match_subdomains)
     }
 
     pub fn lookup(&self, key: &Key<'_>) -> Option<EntryId> {
@@ -355,13 +374,14 @@ enum Text {
 
 impl Text {
     fn of(s: Cow<'_, str>, chunk: &[u8]) -> Text {
-        match s {
-            Cow::Borrowed(b) => {
-                let off = b.as_ptr() as usize - chunk.as_ptr() as usize;
-                Text::InChunk(off as u32, b.len() as u32)
+        if let Cow::Borrowed(b) = s {
+            // Borrowed text is usually a slice of the chunk, but not always (a default `""`).
+            let off = (b.as_ptr() as usize).wrapping_sub(chunk.as_ptr() as usize);
+            if off <= chunk.len() && b.len() <= chunk.len() - off {
+                return Text::InChunk(off as u32, b.len() as u32);
             }
-            Cow::Owned(o) => Text::Owned(o.into_boxed_str()),
         }
+        Text::Owned(s.into_owned().into_boxed_str())
     }
 
     fn bytes<'c>(&'c self, chunk: &'c [u8]) -> &'c [u8] {
@@ -394,58 +414,6 @@ impl IndexBuilder {
     }
 }
 
-/// Bytes of table file read and parsed per batch.
-const CHUNK: usize = 4 << 20;
-
-/// Reads a file in chunks of about `CHUNK` bytes that end at a newline, each with the number of its
-/// first line. A line longer than a chunk makes its chunk longer.
-struct ChunkReader<R> {
-    r: R,
-    carry: Vec<u8>,
-    line: u64,
-    done: bool,
-}
-
-impl<R: Read> ChunkReader<R> {
-    fn new(r: R) -> Self {
-        ChunkReader { r, carry: Vec::new(), line: 1, done: false }
-    }
-
-    fn next_chunk(&mut self) -> std::io::Result<Option<(Vec<u8>, u64)>> {
-        if self.done {
-            return Ok(None);
-        }
-        let mut buf = Vec::with_capacity(self.carry.len() + CHUNK);
-        buf.append(&mut self.carry);
-        let mut want = buf.len() + CHUNK;
-        loop {
-            let room = (want - buf.len()) as u64;
-            let n = self.r.by_ref().take(room).read_to_end(&mut buf)?;
-            if n == 0 {
-                self.done = true;
-                break;
-            }
-            if buf.len() < want {
-                continue;
-            }
-            match memchr::memrchr(b'\n', &buf) {
-                Some(p) => {
-                    self.carry = buf[p + 1..].to_vec();
-                    buf.truncate(p + 1);
-                    break;
-                }
-                None => want += CHUNK,
-            }
-        }
-        if buf.is_empty() {
-            return Ok(None);
-        }
-        let first = self.line;
-        self.line += memchr::memchr_iter(b'\n', &buf).count() as u64;
-        Ok(Some((buf, first)))
-    }
-}
-
 /// Reads the table on a thread of its own while this one parses, so the file copy overlaps parsing.
 fn load_anomali_from<R: Read + Send>(
     spec: &TableSpec,
@@ -454,26 +422,12 @@ fn load_anomali_from<R: Read + Send>(
     clock: Clock,
 ) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
     let io_err = |source| TableError::Io { path: spec.path.clone(), source };
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
-        scope.spawn(move || {
-            let mut reader = ChunkReader::new(source);
-            loop {
-                let item = reader.next_chunk();
-                let stop = !matches!(item, Ok(Some(_)));
-                if tx.send(item).is_err() || stop {
-                    break;
-                }
-            }
-        });
-        let chunks = rx.into_iter().map_while(|item| item.transpose()).map(|r| r.map_err(io_err));
-        load_anomali(spec, chunks, size_hint, clock)
-    })
+    chunks::read_in_background(source, |chunks| load_anomali(spec, chunks.map(|r| r.map_err(io_err)), size_hint, clock))
 }
 
 fn load_anomali(
     spec: &TableSpec,
-    chunks: impl Iterator<Item = Result<(Vec<u8>, u64), TableError>>,
+    chunks: impl Iterator<Item = Result<Chunk, TableError>>,
     size_hint: u64,
     mut clock: Clock,
 ) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
@@ -481,7 +435,12 @@ fn load_anomali(
     let mut report = LoadReport::default();
     let mut arena: Vec<Vec<u8>> = Vec::new();
     let now = clock.now;
-    let absorb = |b: &mut IndexBuilder, report: &mut LoadReport, clock: &mut Clock, chunk_no: usize, chunk: &[u8], rows: Vec<(u64, RowResult)>| {
+    let absorb = |b: &mut IndexBuilder,
+                  report: &mut LoadReport,
+                  clock: &mut Clock,
+                  chunk_no: usize,
+                  chunk: &[u8],
+                  rows: Vec<(u64, RowResult)>| {
         for (line, r) in rows {
             match r {
                 Ok(p) => {
@@ -497,9 +456,9 @@ fn load_anomali(
     };
     let mut pending: Option<Vec<(u64, RowResult)>> = None;
     for item in chunks {
-        let (mut chunk, first_line) = item?;
-        if arena.is_empty() && chunk.starts_with(b"\xEF\xBB\xBF") {
-            chunk.drain(..3);
+        let mut chunk = item?;
+        if arena.is_empty() && chunk.bytes.starts_with(b"\xEF\xBB\xBF") {
+            chunk.bytes.drain(..3);
         }
         let (_, parsed) = rayon::join(
             || {
@@ -507,7 +466,7 @@ fn load_anomali(
                     absorb(&mut b, &mut report, &mut clock, arena.len() - 1, prev, rows);
                 }
             },
-            || parse_lines(&chunk, first_line, |line| parse_anomali_row(line, &chunk, now)),
+            || parse_lines(&chunk, |line| parse_anomali_row(line, &chunk.bytes, now)),
         );
         if arena.len() == 1 {
             // One chunk in: size the maps for the whole file now rather than rehash them as they grow.
@@ -516,7 +475,7 @@ fn load_anomali(
         if let Some(err) = report.wrong_format(spec, false) {
             return Err(err);
         }
-        arena.push(chunk);
+        arena.push(chunk.bytes);
         pending = Some(parsed);
     }
     if let (Some(rows), Some(prev)) = (pending.take(), arena.last()) {
@@ -530,25 +489,12 @@ fn load_anomali(
 }
 
 /// Parses the non-blank lines of a chunk in parallel, keeping file order.
-fn parse_lines<'a, F>(chunk: &'a [u8], first_line: u64, parse: F) -> Vec<(u64, RowResult)>
+fn parse_lines<'a, F>(chunk: &'a Chunk, parse: F) -> Vec<(u64, RowResult)>
 where
     F: Fn(&'a [u8]) -> RowResult + Sync,
 {
     use rayon::prelude::*;
-    let mut lines: Vec<(u64, &'a [u8])> = Vec::with_capacity(chunk.len() / 256 + 1);
-    let (mut n, mut start) = (first_line, 0usize);
-    for end in memchr::memchr_iter(b'\n', chunk).chain(std::iter::once(chunk.len())) {
-        if start > chunk.len() {
-            break;
-        }
-        let t = chunk[start..end].trim_ascii();
-        if !t.is_empty() {
-            lines.push((n, t));
-        }
-        n += 1;
-        start = end + 1;
-    }
-    lines.par_iter().with_min_len(1024).map(|(n, l)| (*n, parse(l))).collect()
+    chunks::lines(chunk).par_iter().with_min_len(1024).map(|(n, l)| (*n, parse(l))).collect()
 }
 
 /// The fields of an Anomali row that matching reads; every other field is skipped by the parser
@@ -634,8 +580,9 @@ fn parse_anomali_row(line: &[u8], chunk: &[u8], now: NaiveDateTime) -> RowResult
         None => serde_json::from_str(text).map_err(|e| (RejectReason::InvalidJson, format!("invalid JSON: {e}")))?,
     };
     let kind = match &row.row_type {
-        Some(Scalar::Str(t)) => Kind::from_row_type(t)
-            .ok_or_else(|| (RejectReason::UnknownType, format!("unknown type {}: expected one of {ROW_TYPES}", quote(t))))?,
+        Some(Scalar::Str(t)) => Kind::from_row_type(t).ok_or_else(|| {
+            (RejectReason::UnknownType, format!("unknown type {}: expected one of {ROW_TYPES}", quote(t)))
+        })?,
         _ => return Err((RejectReason::UnknownType, format!("no string `type`: expected one of {ROW_TYPES}"))),
     };
     let (id_num, id) = parse_id(row.id.as_ref())?;
@@ -661,7 +608,7 @@ fn parse_anomali_row(line: &[u8], chunk: &[u8], now: NaiveDateTime) -> RowResult
     for c in candidates {
         match c {
             Scalar::Str(s) => match normalize(kind, s, true) {
-                Ok(k) => keys.push(owned_key(k)),
+                Ok(k) => keys.push(k.into_owned()),
                 Err(why) => first_bad = first_bad.or_else(|| Some(format!("{} is {why}", quote(s)))),
             },
             _ => first_bad = first_bad.or_else(|| Some("a key that is not a string".to_owned())),
@@ -688,16 +635,6 @@ fn parse_anomali_row(line: &[u8], chunk: &[u8], now: NaiveDateTime) -> RowResult
     })
 }
 
-/// The index keeps its own copy of text keys; making it here moves the allocation off the sequential
-/// insert path and into the parallel parse.
-fn owned_key(k: Key<'_>) -> Key<'static> {
-    match k {
-        Key::Ip(ip) => Key::Ip(ip),
-        Key::Net(n) => Key::Net(n),
-        Key::Text(kind, t) => Key::Text(kind, Cow::Owned(t.into_owned())),
-    }
-}
-
 fn parse_id<'a>(id: Option<&Scalar<'a>>) -> Result<(u64, Cow<'a, str>), (RejectReason, String)> {
     match id {
         Some(Scalar::Str(s)) => match s.parse::<u64>() {
@@ -710,7 +647,8 @@ fn parse_id<'a>(id: Option<&Scalar<'a>>) -> Result<(u64, Cow<'a, str>), (RejectR
 }
 
 fn parse_confidence(c: Option<&Scalar<'_>>) -> Result<u8, (RejectReason, String)> {
-    let bad = |what: String| Err((RejectReason::BadConfidence, format!("confidence {what} is not an integer from 0 to 100")));
+    let bad =
+        |what: String| Err((RejectReason::BadConfidence, format!("confidence {what} is not an integer from 0 to 100")));
     let n: i64 = match c {
         None | Some(Scalar::Null) => 0,
         Some(Scalar::U64(n)) => i64::try_from(*n).unwrap_or(i64::MAX),
@@ -752,11 +690,17 @@ pub fn parse_ts(s: &str) -> Option<NaiveDateTime> {
     NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, m, dd)?.and_hms_opt(h, mi, sec)
 }
 
-fn load_csv(spec: &TableSpec, buf: &[u8], mut clock: Clock) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
+fn load_csv(
+    spec: &TableSpec,
+    buf: &[u8],
+    mut clock: Clock,
+) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
     let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(buf);
     let headers = match rdr.headers() {
         Ok(h) => h.clone(),
-        Err(e) => return Err(TableError::Header { path: spec.path.clone(), problem: format!("unreadable csv header: {e}") }),
+        Err(e) => {
+            return Err(TableError::Header { path: spec.path.clone(), problem: format!("unreadable csv header: {e}") })
+        }
     };
     let mut report = LoadReport::default();
     let mut b = IndexBuilder::default();
@@ -778,7 +722,9 @@ fn load_csv(spec: &TableSpec, buf: &[u8], mut clock: Clock) -> Result<(Index, Lo
             let name = spec.kind_column.as_deref().unwrap_or("type");
             Some(col(name).ok_or_else(|| TableError::Header {
                 path: spec.path.clone(),
-                problem: format!("no column named {name:?} for each row's type; set the table's `kind` or `kind_column`"),
+                problem: format!(
+                    "no column named {name:?} for each row's type; set the table's `kind` or `kind_column`"
+                ),
             })?)
         }
     };
@@ -813,7 +759,9 @@ fn load_csv(spec: &TableSpec, buf: &[u8], mut clock: Clock) -> Result<(Index, Lo
                 (None, Some(t)) => Kind::from_row_type(t).ok_or_else(|| {
                     (RejectReason::UnknownType, format!("unknown type {}: expected one of {ROW_TYPES}", quote(t)))
                 })?,
-                (None, None) => return Err((RejectReason::UnknownType, format!("empty type: expected one of {ROW_TYPES}"))),
+                (None, None) => {
+                    return Err((RejectReason::UnknownType, format!("empty type: expected one of {ROW_TYPES}")))
+                }
             };
             let (id_num, id) = match field(id_col) {
                 Some(s) => parse_id(Some(&Scalar::Str(Cow::Borrowed(s))))?,
@@ -822,16 +770,20 @@ fn load_csv(spec: &TableSpec, buf: &[u8], mut clock: Clock) -> Result<(Index, Lo
             let confidence = parse_confidence(field(conf_col).map(|s| Scalar::Str(Cow::Borrowed(s))).as_ref())?;
             let expires = match field(exp_col) {
                 Some(s) => Some(parse_ts(s).ok_or_else(|| {
-                    (RejectReason::BadExpiration, format!("expiration_ts {} is not a \"YYYY-MM-DD HH:MM:SS\" time", quote(s)))
+                    (
+                        RejectReason::BadExpiration,
+                        format!("expiration_ts {} is not a \"YYYY-MM-DD HH:MM:SS\" time", quote(s)),
+                    )
                 })?),
                 None => None,
             };
             let active = field(status_col).is_none_or(|s| s == "active");
             let eligible = active && expires.is_none_or(|x| x > clock.now);
             let raw_key = record.get(key_col).unwrap_or("");
-            let key = normalize(kind, raw_key, true)
-                .map_err(|why| (RejectReason::NoValidKey, format!("no valid {kind} key: {} is {why}", quote(raw_key))))?;
-            let key = owned_key(key);
+            let key = normalize(kind, raw_key, true).map_err(|why| {
+                (RejectReason::NoValidKey, format!("no valid {kind} key: {} is {why}", quote(raw_key)))
+            })?;
+            let key = key.into_owned();
             Ok(Parsed {
                 raw: (0, 0),
                 keys: smallvec::smallvec![key],
@@ -881,7 +833,9 @@ fn push_row(arena: &mut Vec<u8>, json: &str) -> Span {
 }
 
 fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
-    let kind = spec.kind.ok_or_else(|| TableError::Spec { table: spec.name.clone(), problem: "a list table needs `kind`".into() })?;
+    let kind = spec
+        .kind
+        .ok_or_else(|| TableError::Spec { table: spec.name.clone(), problem: "a list table needs `kind`".into() })?;
     let mut report = LoadReport::default();
     let mut b = IndexBuilder::default();
     let mut rows_arena: Vec<u8> = Vec::new();
@@ -891,7 +845,11 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
         let text = match std::str::from_utf8(raw) {
             Ok(t) => t.trim(),
             Err(e) => {
-                report.reject(Rejection { line, reason: RejectReason::NoValidKey, detail: format!("not UTF-8 text: {e}") });
+                report.reject(Rejection {
+                    line,
+                    reason: RejectReason::NoValidKey,
+                    detail: format!("not UTF-8 text: {e}"),
+                });
                 if let Some(err) = report.wrong_format(spec, false) {
                     return Err(err);
                 }
@@ -908,7 +866,7 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
                 crate::json::write_str_literal(&mut obj, text);
                 obj.push('}');
                 let row = push_row(&mut rows_arena, &obj);
-                let key = owned_key(key);
+                let key = key.into_owned();
                 let p = Parsed {
                     raw: (0, 0),
                     keys: smallvec::smallvec![key],
@@ -941,4 +899,221 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
 /// Loads every table, in order. The first failure stops: a table the configuration names must load.
 pub fn load_all(specs: &[TableSpec], now: DateTime<Utc>) -> Result<Vec<Table>, TableError> {
     specs.iter().map(|s| Table::load(s, now)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::indicator::{normalize, Kind};
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").map(|t| t.with_timezone(&Utc)).unwrap()
+    }
+
+    fn spec(format: Format) -> TableSpec {
+        TableSpec { format, ..TableSpec::anomali("t", "/fixtures/t") }
+    }
+
+    fn anomali(lines: &[&str]) -> Result<Table, TableError> {
+        Table::from_bytes(&spec(Format::Anomali), lines.join("\n").into_bytes(), now())
+    }
+
+    /// The winning row's id for an event value of `kind`, or None.
+    fn winner(t: &Table, kind: Kind, value: &str) -> Option<String> {
+        let key = normalize(kind, value, false).ok()?;
+        t.lookup(&key).map(|e| t.entry_id(e).to_owned())
+    }
+
+    fn row(id: u32, value: &str, kind: &str, confidence: u8, status: &str, expiration: &str) -> String {
+        format!(
+            r#"{{"id":"{id}","value":"{value}","match":["{value}"],"type":"{kind}","confidence":{confidence},"status":"{status}","modified_ts":"2025-01-01 00:00:00","expiration_ts":"{expiration}","threat_type":"c2"}}"#
+        )
+    }
+
+    #[test]
+    fn only_active_unexpired_rows_match() {
+        let t = anomali(&[
+            &row(1, "1.1.1.1", "ip", 50, "active", "2026-06-01 00:00:00"),
+            &row(2, "2.2.2.2", "ip", 50, "inactive", "2026-06-01 00:00:00"),
+            &row(3, "3.3.3.3", "ip", 50, "active", "2025-12-31 23:59:59"),
+            &row(4, "4.4.4.4", "ip", 50, "active", "2026-01-01 00:00:00"),
+            &row(5, "5.5.5.5", "ip", 50, "active", ""),
+        ])
+        .unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.1.1.1").as_deref(), Some("1"));
+        assert_eq!(winner(&t, Kind::Ip, "2.2.2.2"), None, "inactive");
+        assert_eq!(winner(&t, Kind::Ip, "3.3.3.3"), None, "expired though active");
+        assert_eq!(winner(&t, Kind::Ip, "4.4.4.4"), None, "expiring exactly now is expired");
+        assert_eq!(winner(&t, Kind::Ip, "5.5.5.5").as_deref(), Some("5"), "no expiration never expires");
+        assert_eq!((t.report.rows, t.report.eligible, t.report.rejected_total()), (5, 2, 0));
+        assert_eq!(t.valid_until.map(|v| v.to_rfc3339()), Some("2026-06-01T00:00:00+00:00".into()));
+    }
+
+    #[test]
+    fn an_inactive_high_confidence_row_does_not_shadow_an_active_one() {
+        let t = anomali(&[
+            &row(1, "evil.com", "domain", 99, "inactive", ""),
+            &row(2, "evil.com", "domain", 10, "active", ""),
+        ])
+        .unwrap();
+        assert_eq!(winner(&t, Kind::Domain, "EVIL.com.").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn hashes_in_upper_case_match_and_md5_rows_may_hold_any_length() {
+        let sha256 = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855";
+        let t = anomali(&[&row(7, sha256, "md5", 50, "active", "")]).unwrap();
+        assert_eq!(winner(&t, Kind::Hash, &sha256.to_lowercase()).as_deref(), Some("7"));
+        assert_eq!(winner(&t, Kind::Hash, sha256).as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn every_key_in_match_reaches_the_row() {
+        let line =
+            r#"{"id":"9","value":"a.com","match":["a.com","B.com."],"type":"domain","confidence":5,"status":"active"}"#;
+        let t = anomali(&[line]).unwrap();
+        assert_eq!(winner(&t, Kind::Domain, "a.com").as_deref(), Some("9"));
+        assert_eq!(winner(&t, Kind::Domain, "b.com").as_deref(), Some("9"));
+        assert_eq!(t.row_json(t.lookup(&normalize(Kind::Domain, "a.com", false).unwrap()).unwrap()), line);
+    }
+
+    #[test]
+    fn subdomain_matching_is_per_table_and_off_by_default() {
+        let lines =
+            [row(1, "evil.com", "domain", 20, "active", ""), row(2, "www.evil.com", "domain", 10, "active", "")];
+        let plain = Table::from_bytes(&spec(Format::Anomali), lines.join("\n").into_bytes(), now()).unwrap();
+        assert_eq!(winner(&plain, Kind::Domain, "a.b.evil.com"), None);
+        assert_eq!(winner(&plain, Kind::Domain, "www.evil.com").as_deref(), Some("2"));
+        let sub = TableSpec { match_subdomains: true, ..spec(Format::Anomali) };
+        let sub = Table::from_bytes(&sub, lines.join("\n").into_bytes(), now()).unwrap();
+        assert_eq!(winner(&sub, Kind::Domain, "a.b.evil.com").as_deref(), Some("1"));
+        // The parent wins on confidence even where the exact name has a row too.
+        assert_eq!(winner(&sub, Kind::Domain, "www.evil.com").as_deref(), Some("1"));
+        assert_eq!(winner(&sub, Kind::Domain, "notevil.com"), None);
+    }
+
+    #[test]
+    fn bad_rows_are_rejected_by_reason_with_their_line_and_the_load_goes_on() {
+        let t = anomali(&[
+            &row(1, "1.1.1.1", "ip", 50, "active", ""),
+            "{not json",
+            &row(2, "x", "asn", 50, "active", ""),
+            &row(3, "999.1.1.1", "ip", 50, "active", ""),
+            "",
+            &row(4, "4.4.4.4", "ip", 50, "active", "next tuesday"),
+            r#"{"id":"abc","value":"5.5.5.5","type":"ip","status":"active"}"#,
+            r#"{"id":"6","value":"6.6.6.6","type":"ip","status":"active","confidence":101}"#,
+            &row(7, "7.7.7.7", "ip", 50, "active", ""),
+        ])
+        .unwrap();
+        let by = |r| t.report.rejected.get(&r).copied().unwrap_or(0);
+        assert_eq!(by(RejectReason::InvalidJson), 1);
+        assert_eq!(by(RejectReason::UnknownType), 1);
+        assert_eq!(by(RejectReason::NoValidKey), 1);
+        assert_eq!(by(RejectReason::BadExpiration), 1);
+        assert_eq!(by(RejectReason::BadId), 1);
+        assert_eq!(by(RejectReason::BadConfidence), 1);
+        assert_eq!((t.report.rows, t.report.eligible), (8, 2), "the blank line is not a row");
+        let lines: Vec<u64> = t.report.examples.iter().map(|e| e.line).collect();
+        assert_eq!(lines, vec![2, 3, 4, 6, 7]);
+        assert!(t.report.examples[1].detail.contains("\"asn\""), "{:?}", t.report.examples[1]);
+        let summary = t.report.summary(&t.spec);
+        assert!(summary.contains("/fixtures/t:2: invalid_json"), "{summary}");
+        assert_eq!(winner(&t, Kind::Ip, "7.7.7.7").as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_the_declared_format_is_an_error_naming_file_and_line() {
+        let csv = "value,type\n1.2.3.4,ip\n".repeat(80);
+        let err = Table::from_bytes(&spec(Format::Anomali), csv.into_bytes(), now()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, TableError::WrongFormat { line: 1, .. }), "{msg}");
+        assert!(msg.starts_with("/fixtures/t:1: not a anomali") && msg.contains("format"), "{msg}");
+        let binary: Vec<u8> = (0..5000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        assert!(matches!(
+            Table::from_bytes(&spec(Format::Anomali), binary, now()),
+            Err(TableError::WrongFormat { .. })
+        ));
+        // One good row among the first hundred is enough: the file is the right format with bad rows.
+        let mut mostly_bad = vec!["{bad".to_owned(); 150];
+        mostly_bad[120] = row(1, "1.1.1.1", "ip", 1, "active", "");
+        assert!(matches!(
+            anomali(&mostly_bad.iter().map(String::as_str).collect::<Vec<_>>()),
+            Err(TableError::WrongFormat { .. })
+        ));
+        mostly_bad[50] = row(2, "2.2.2.2", "ip", 1, "active", "");
+        assert!(anomali(&mostly_bad.iter().map(String::as_str).collect::<Vec<_>>()).is_ok());
+    }
+
+    #[test]
+    fn empty_files_and_byte_order_marks() {
+        let t = Table::from_bytes(&spec(Format::Anomali), Vec::new(), now()).unwrap();
+        assert_eq!(t.report.rows, 0);
+        let mut bom = b"\xEF\xBB\xBF".to_vec();
+        bom.extend_from_slice(row(1, "1.1.1.1", "ip", 1, "active", "").as_bytes());
+        let t = Table::from_bytes(&spec(Format::Anomali), bom, now()).unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.1.1.1").as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn rows_longer_than_a_chunk_and_chunk_boundaries() {
+        // Rows straddle the reader's chunk boundaries; a huge row spans several chunks.
+        let pad = "x".repeat(CHUNK + 10);
+        let big =
+            format!(r#"{{"id":"1","value":"9.9.9.9","type":"ip","status":"active","confidence":1,"pad":"{pad}"}}"#);
+        let mut lines: Vec<String> =
+            (0..20_000).map(|i| row(i + 10, &format!("10.0.{}.{}", i / 256, i % 256), "ip", 1, "active", "")).collect();
+        lines.insert(7_000, big);
+        let t = anomali(&lines.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert_eq!(t.report.rows, 20_001);
+        assert_eq!(winner(&t, Kind::Ip, "9.9.9.9").as_deref(), Some("1"));
+        assert_eq!(winner(&t, Kind::Ip, "10.0.78.31").as_deref(), Some(&*(78 * 256 + 31 + 10).to_string()));
+        assert!(t.row_json(t.lookup(&normalize(Kind::Ip, "9.9.9.9", false).unwrap()).unwrap()).ends_with("\"}"));
+    }
+
+    #[test]
+    fn csv_tables_take_the_key_column_and_a_kind_per_row_or_per_table() {
+        let body = "indicator,type,confidence,note\nEvil.COM,domain,80,\"a, b\"\n1.2.3.4,ip,20,\n5.6.7.8,asn,1,\n";
+        let spec_kinds = TableSpec { key: Some("indicator".into()), ..spec(Format::Csv) };
+        let t = Table::from_bytes(&spec_kinds, body.as_bytes().to_vec(), now()).unwrap();
+        assert_eq!(winner(&t, Kind::Domain, "evil.com").as_deref(), Some("2"), "id is the line number");
+        assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("3"));
+        assert_eq!(t.report.rejected.get(&RejectReason::UnknownType), Some(&1));
+        let e = t.lookup(&normalize(Kind::Domain, "evil.com", false).unwrap()).unwrap();
+        assert_eq!(t.row_json(e), r#"{"indicator":"Evil.COM","type":"domain","confidence":"80","note":"a, b"}"#);
+
+        let one_kind = TableSpec { kind: Some(Kind::Ip), key: Some("ip".into()), ..spec(Format::Csv) };
+        let t =
+            Table::from_bytes(&one_kind, b"ip,id,status\n10.0.0.0/8,77,active\n11.0.0.1,78,inactive\n".to_vec(), now())
+                .unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "10.200.0.1").as_deref(), Some("77"));
+        assert_eq!(winner(&t, Kind::Ip, "11.0.0.1"), None);
+
+        let err = Table::from_bytes(&spec(Format::Csv), b"a,b\n1,2\n".to_vec(), now()).unwrap_err();
+        assert!(err.to_string().contains("no column named \"value\""), "{err}");
+    }
+
+    #[test]
+    fn list_tables_skip_comments_and_blank_lines() {
+        let list = TableSpec { kind: Some(Kind::Ip), ..spec(Format::List) };
+        let t =
+            Table::from_bytes(&list, b"# tor exits\n\n1.2.3.4\n  5.6.7.8  \nnot-an-ip\n192.0.2.9/24\n".to_vec(), now())
+                .unwrap();
+        assert_eq!((t.report.rows, t.report.eligible, t.report.rejected_total()), (4, 3, 1));
+        assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("3"));
+        assert_eq!(winner(&t, Kind::Ip, "192.0.2.200").as_deref(), Some("6"));
+        assert_eq!(t.report.examples[0].line, 5);
+        assert!(TableSpec { kind: None, ..list }.validate().is_err(), "a list needs a kind");
+    }
+
+    #[test]
+    fn timestamps_read_as_the_reference_reads_them() {
+        let t = |s| parse_ts(s).map(|d| d.to_string());
+        assert_eq!(t("2026-01-02 03:04:05").as_deref(), Some("2026-01-02 03:04:05"));
+        assert_eq!(t("2026-01-02T03:04:05Z").as_deref(), Some("2026-01-02 03:04:05"));
+        assert_eq!(t("2026-01-02T03:04:05.123456Z").as_deref(), Some("2026-01-02 03:04:05"));
+        assert_eq!(t("2026-1-2 3:4:5").as_deref(), Some("2026-01-02 03:04:05"));
+        assert_eq!(t("2026-02-30 00:00:00"), None);
+        assert_eq!(t("tomorrow"), None);
+    }
 }

@@ -1,0 +1,173 @@
+//! Reading large line-oriented files (tables, alert files) in chunks that end at a newline, on a
+//! thread of their own, so that the copy from the page cache overlaps parsing on the other cores.
+
+use std::io::Read;
+use std::path::Path;
+
+/// Bytes read per chunk.
+pub const CHUNK: usize = 8 << 20;
+
+/// A run of whole lines from a file, with the number of its first line.
+#[derive(Debug)]
+pub struct Chunk {
+    pub bytes: Vec<u8>,
+    pub first_line: u64,
+}
+
+/// Asks the kernel to back a freshly allocated buffer with transparent huge pages. Table rows stay
+/// in these buffers, and on the virtual machines measured, filling them 4 KiB page by page (each page
+/// zeroed on its own fault) cost more than parsing them; 2 MiB pages cut the copy by about three.
+/// Only the 2 MiB-aligned interior of the allocation can be advised.
+pub fn advise_huge_pages(buf: &mut Vec<u8>) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_mut_ptr() as usize;
+        let end = start + buf.capacity();
+        let (a, b) = ((start + HUGE - 1) & !(HUGE - 1), end & !(HUGE - 1));
+        if b > a {
+            // SAFETY: madvise with MADV_HUGEPAGE only changes how the kernel backs pages of this live
+            // allocation; it neither reads nor writes the memory, and the range lies inside it.
+            unsafe { libc::madvise(a as *mut libc::c_void, b - a, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = buf;
+}
+
+/// Reads a whole file into a buffer backed by huge pages where the kernel allows it.
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    let size = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+    let mut buf = Vec::with_capacity(size + 1);
+    advise_huge_pages(&mut buf);
+    f.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// Splits what a reader yields into chunks of about `CHUNK` bytes that end at a newline. A line
+/// longer than a chunk makes its chunk longer; the last chunk may lack the final newline.
+pub struct ChunkReader<R> {
+    r: R,
+    carry: Vec<u8>,
+    line: u64,
+    done: bool,
+}
+
+impl<R: Read> ChunkReader<R> {
+    pub fn new(r: R) -> Self {
+        ChunkReader { r, carry: Vec::new(), line: 1, done: false }
+    }
+
+    pub fn next_chunk(&mut self) -> std::io::Result<Option<Chunk>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut buf = Vec::with_capacity(self.carry.len() + CHUNK);
+        advise_huge_pages(&mut buf);
+        buf.append(&mut self.carry);
+        let mut want = buf.len() + CHUNK;
+        loop {
+            let room = (want - buf.len()) as u64;
+            let n = self.r.by_ref().take(room).read_to_end(&mut buf)?;
+            if n == 0 {
+                self.done = true;
+                break;
+            }
+            if buf.len() < want {
+                continue;
+            }
+            match memchr::memrchr(b'\n', &buf) {
+                Some(p) => {
+                    self.carry = buf[p + 1..].to_vec();
+                    buf.truncate(p + 1);
+                    break;
+                }
+                None => want += CHUNK,
+            }
+        }
+        if buf.is_empty() {
+            return Ok(None);
+        }
+        let first_line = self.line;
+        self.line += memchr::memchr_iter(b'\n', &buf).count() as u64;
+        Ok(Some(Chunk { bytes: buf, first_line }))
+    }
+}
+
+/// Runs `consume` over the chunks of `source`, read on a thread of its own at most two chunks ahead.
+/// When `consume` returns early the reader stops too.
+pub fn read_in_background<R, T>(
+    source: R,
+    consume: impl FnOnce(&mut dyn Iterator<Item = std::io::Result<Chunk>>) -> T,
+) -> T
+where
+    R: Read + Send,
+{
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        scope.spawn(move || {
+            let mut reader = ChunkReader::new(source);
+            loop {
+                let item = reader.next_chunk();
+                let stop = !matches!(item, Ok(Some(_)));
+                if tx.send(item).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let mut chunks = rx.into_iter().map_while(|item| item.transpose());
+        consume(&mut chunks)
+    })
+}
+
+/// The non-blank lines of a chunk, trimmed, each with its line number.
+pub fn lines(chunk: &Chunk) -> Vec<(u64, &[u8])> {
+    let bytes = &chunk.bytes[..];
+    let mut out = Vec::with_capacity(bytes.len() / 256 + 1);
+    let (mut n, mut start) = (chunk.first_line, 0usize);
+    for end in memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len())) {
+        if let Some(line) = bytes.get(start..end).map(<[u8]>::trim_ascii).filter(|l| !l.is_empty()) {
+            out.push((n, line));
+        }
+        n += 1;
+        start = end + 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(input: &[u8]) -> Vec<(u64, String)> {
+        let mut r = ChunkReader::new(input);
+        let mut out = Vec::new();
+        while let Some(c) = r.next_chunk().unwrap() {
+            assert!(c.bytes.ends_with(b"\n") || r.done, "a chunk ends at a newline unless it is the last");
+            out.extend(lines(&c).into_iter().map(|(n, l)| (n, String::from_utf8(l.to_vec()).unwrap())));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_keep_their_numbers_across_chunks() {
+        let mut input = Vec::new();
+        for i in 1..=400_000u64 {
+            input.extend_from_slice(if i % 7 == 0 { b"\n" as &[u8] } else { b"row row row\n" });
+        }
+        input.extend_from_slice(b"last, no newline");
+        let got = all(&input);
+        assert_eq!(got.len(), 400_000 - 400_000 / 7 + 1);
+        assert_eq!(got[5], (6, "row row row".into()));
+        assert_eq!(got.last(), Some(&(400_001, "last, no newline".into())));
+    }
+
+    #[test]
+    fn a_line_longer_than_a_chunk_stays_whole() {
+        let long = "x".repeat(CHUNK * 2 + 5);
+        let input = format!("a\n{long}\nb\n");
+        let got = all(input.as_bytes());
+        assert_eq!(got, vec![(1, "a".into()), (2, long), (3, "b".into())]);
+    }
+}
