@@ -167,8 +167,8 @@ pub fn parse_now(now: Option<&str>) -> anyhow::Result<DateTime<Utc>> {
 
 /// What the alert lines produced, added up in file order.
 #[derive(Default)]
-struct Totals {
-    rows: Vec<TsvRow>,
+struct Totals<'t> {
+    rows: Vec<TsvRow<'t>>,
     lookups: u64,
     skipped: u64,
     alerts: u64,
@@ -177,8 +177,8 @@ struct Totals {
     enriched: Vec<String>,
 }
 
-impl Totals {
-    fn add(&mut self, results: Vec<Result<AlertResult, String>>) {
+impl<'t> Totals<'t> {
+    fn add(&mut self, results: Vec<Result<AlertResult<'t>, String>>) {
         for r in results {
             match r {
                 Ok(r) => {
@@ -196,8 +196,8 @@ impl Totals {
 }
 
 /// What one alert line produced.
-struct AlertResult {
-    rows: Vec<TsvRow>,
+struct AlertResult<'t> {
+    rows: Vec<TsvRow<'t>>,
     lookups: u64,
     skipped: u64,
     events: usize,
@@ -226,7 +226,7 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
     crate::chunks::read_in_background(file, |chunks| -> anyhow::Result<()> {
         for chunk in chunks {
             let chunk = chunk.with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
-            let results: Vec<Result<AlertResult, String>> = {
+            let results: Vec<Result<AlertResult<'_>, String>> = {
                 use rayon::prelude::*;
                 crate::chunks::lines(&chunk)
                     .par_iter()
@@ -347,13 +347,13 @@ impl AlertLine {
     }
 }
 
-fn enrich_line<'a>(
+fn enrich_line<'a, 't>(
     line: &'a [u8],
-    tables: &[Table],
-    selectors: &Selectors,
+    tables: &'t [Table],
+    selectors: &'t Selectors,
     want_enriched: bool,
     events: &mut Events<'a>,
-) -> Result<AlertResult, String> {
+) -> Result<AlertResult<'t>, String> {
     let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8 text: {e}"))?;
     let id = match AlertLine::parse(text, events)? {
         Some(Scalar::Str(s)) => s.into_owned(),

@@ -50,6 +50,26 @@ impl Selector {
     }
 }
 
+/// One `[[selectors]]` entry of the configuration file, as written.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelectorConfig {
+    /// The log type whose events this selector reads (e.g. `AWS.CloudTrail`); every log type if absent.
+    #[serde(default)]
+    pub log_type: Option<String>,
+    /// A dotted path of object keys into the event (e.g. `sourceIPAddress`, `client.ipAddress`).
+    pub path: String,
+    /// `ip`, `domain`, `email`, `hash` or `url`.
+    pub kind: String,
+}
+
+impl SelectorConfig {
+    pub fn to_selector(&self) -> Result<Selector, String> {
+        let kind: Kind = self.kind.parse().map_err(|e| format!("selector {:?}: `kind`: {e}", self.path))?;
+        Selector::new(self.log_type.as_deref(), &self.path, kind)
+    }
+}
+
 /// The selectors in force: the defaults for every log type, then the configured ones.
 #[derive(Debug, Clone)]
 pub struct Selectors {
@@ -462,16 +482,18 @@ pub fn shown(key: &Key<'_>) -> String {
 }
 
 /// One line of the comparison TSV: `alert_id TAB event_index TAB field TAB value TAB entry_id`.
+/// The field and entry id are borrowed from the selectors and tables, the alert id shared by the
+/// alert's lines: a large run makes many of these.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TsvRow {
-    pub alert_id: String,
+pub struct TsvRow<'t> {
+    pub alert_id: std::sync::Arc<str>,
     pub event: usize,
-    pub field: String,
+    pub field: &'t str,
     pub value: String,
-    pub entry_id: String,
+    pub entry_id: &'t str,
 }
 
-impl TsvRow {
+impl TsvRow<'_> {
     pub fn write_to(&self, out: &mut Vec<u8>) {
         use std::io::Write as _;
         // Writing to a Vec cannot fail.
@@ -480,21 +502,22 @@ impl TsvRow {
 }
 
 /// The TSV rows of one alert's enrichment.
-pub fn tsv_rows(alert_id: &str, e: &Enrichment, tables: &[Table], selectors: &Selectors) -> Vec<TsvRow> {
+pub fn tsv_rows<'t>(alert_id: &str, e: &Enrichment, tables: &'t [Table], selectors: &'t Selectors) -> Vec<TsvRow<'t>> {
+    let alert_id: std::sync::Arc<str> = alert_id.into();
     e.matches
         .iter()
         .map(|m| TsvRow {
-            alert_id: alert_id.to_owned(),
+            alert_id: alert_id.clone(),
             event: m.event,
-            field: selectors.get(m.selector).field.clone(),
+            field: &selectors.get(m.selector).field,
             value: m.value.clone(),
-            entry_id: tables[m.table].entry_id(m.entry).to_owned(),
+            entry_id: tables[m.table].entry_id(m.entry),
         })
         .collect()
 }
 
 /// Sorts as ENRICHMENT.md says (bytewise, the event index as a number) and drops repeats.
-pub fn sort_tsv(rows: &mut Vec<TsvRow>) {
+pub fn sort_tsv(rows: &mut Vec<TsvRow<'_>>) {
     rows.sort_unstable();
     rows.dedup();
 }

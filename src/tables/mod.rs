@@ -67,6 +67,56 @@ impl std::str::FromStr for Format {
     }
 }
 
+/// One `[[tables]]` entry of the configuration file, as written; [`TableConfig::to_spec`] checks it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// The name under `p_enrichment` (letters, digits, `_`, `-`).
+    pub name: String,
+    pub path: PathBuf,
+    /// `anomali`, `csv` or `list`.
+    pub format: String,
+    /// `ip`, `domain`, `email`, `hash` or `url`: required for `list`; for `csv`, one kind for every row.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// csv: the column holding the indicator (default `value`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// csv without `kind`: the column holding each row's type (default `type`).
+    #[serde(default)]
+    pub kind_column: Option<String>,
+    /// How often the file is re-read even when unchanged (humantime, e.g. `60m`).
+    #[serde(default)]
+    pub refresh: Option<String>,
+    #[serde(default)]
+    pub match_subdomains: bool,
+}
+
+impl TableConfig {
+    /// The checked settings, or the first problem with the key to change.
+    pub fn to_spec(&self) -> Result<TableSpec, TableError> {
+        let problem =
+            |key: &str, p: String| TableError::Spec { table: self.name.clone(), problem: format!("`{key}`: {p}") };
+        let spec = TableSpec {
+            name: self.name.clone(),
+            path: self.path.clone(),
+            format: self.format.parse().map_err(|e| problem("format", e))?,
+            kind: self.kind.as_deref().map(str::parse).transpose().map_err(|e| problem("kind", e))?,
+            key: self.key.clone(),
+            kind_column: self.kind_column.clone(),
+            refresh: self
+                .refresh
+                .as_deref()
+                .map(humantime::parse_duration)
+                .transpose()
+                .map_err(|e| problem("refresh", format!("{e}; write a duration such as \"60m\" or \"1h 30m\"")))?,
+            match_subdomains: self.match_subdomains,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
 /// What a table is and how to read it (one `[[tables]]` entry of the configuration).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableSpec {
@@ -79,6 +129,8 @@ pub struct TableSpec {
     pub key: Option<String>,
     /// csv without `kind`: the column holding each row's type, as Anomali names types (default `type`).
     pub kind_column: Option<String>,
+    /// How often the daemon re-reads the file even when it has not changed.
+    pub refresh: Option<Duration>,
     pub match_subdomains: bool,
 }
 
@@ -91,6 +143,7 @@ impl TableSpec {
             kind: None,
             key: None,
             kind_column: None,
+            refresh: None,
             match_subdomains: false,
         }
     }

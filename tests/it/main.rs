@@ -3,6 +3,7 @@
 //! Nothing here reaches anything but local files.
 
 mod cli;
+mod config;
 mod peer;
 
 use std::path::{Path, PathBuf};
