@@ -59,12 +59,24 @@ impl<R: Read> ChunkReader<R> {
         ChunkReader { r, carry: Vec::new(), line: 1, done: false }
     }
 
-    pub fn next_chunk(&mut self) -> std::io::Result<Option<Chunk>> {
+    /// The next chunk, read into `reuse` where given (a buffer the consumer is done with: its pages
+    /// are already faulted in, which a fresh allocation's are not).
+    pub fn next_chunk(&mut self, reuse: Option<Vec<u8>>) -> std::io::Result<Option<Chunk>> {
         if self.done {
             return Ok(None);
         }
-        let mut buf = Vec::with_capacity(self.carry.len() + CHUNK);
-        advise_huge_pages(&mut buf);
+        let mut buf = match reuse {
+            Some(mut b) => {
+                b.clear();
+                b.reserve(self.carry.len() + CHUNK);
+                b
+            }
+            None => {
+                let mut b = Vec::with_capacity(self.carry.len() + CHUNK);
+                advise_huge_pages(&mut b);
+                b
+            }
+        };
         buf.append(&mut self.carry);
         let mut want = buf.len() + CHUNK;
         loop {
@@ -95,21 +107,25 @@ impl<R: Read> ChunkReader<R> {
     }
 }
 
+/// Hands a chunk's buffer back to the reader for the next chunk.
+pub type Recycle<'a> = &'a (dyn Fn(Vec<u8>) + Sync);
+
 /// Runs `consume` over the chunks of `source`, read on a thread of its own at most two chunks ahead.
-/// When `consume` returns early the reader stops too.
+/// `consume` may give buffers back through its `Recycle`. When it returns early the reader stops too.
 pub fn read_in_background<R, T>(
     source: R,
-    consume: impl FnOnce(&mut dyn Iterator<Item = std::io::Result<Chunk>>) -> T,
+    consume: impl FnOnce(&mut dyn Iterator<Item = std::io::Result<Chunk>>, Recycle<'_>) -> T,
 ) -> T
 where
     R: Read + Send,
 {
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
         scope.spawn(move || {
             let mut reader = ChunkReader::new(source);
             loop {
-                let item = reader.next_chunk();
+                let item = reader.next_chunk(returned.try_recv().ok());
                 let stop = !matches!(item, Ok(Some(_)));
                 if tx.send(item).is_err() || stop {
                     break;
@@ -117,7 +133,11 @@ where
             }
         });
         let mut chunks = rx.into_iter().map_while(|item| item.transpose());
-        consume(&mut chunks)
+        let recycle = move |b: Vec<u8>| {
+            // The reader may have finished; then the buffer is simply dropped.
+            let _ = give_back.send(b);
+        };
+        consume(&mut chunks, &recycle)
     })
 }
 
@@ -143,9 +163,11 @@ mod tests {
     fn all(input: &[u8]) -> Vec<(u64, String)> {
         let mut r = ChunkReader::new(input);
         let mut out = Vec::new();
-        while let Some(c) = r.next_chunk().unwrap() {
+        let mut spare = None;
+        while let Some(c) = r.next_chunk(spare.take()).unwrap() {
             assert!(c.bytes.ends_with(b"\n") || r.done, "a chunk ends at a newline unless it is the last");
             out.extend(lines(&c).into_iter().map(|(n, l)| (n, String::from_utf8(l.to_vec()).unwrap())));
+            spare = Some(c.bytes);
         }
         out
     }

@@ -223,7 +223,7 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
     let file =
         std::fs::File::open(&a.alerts).with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
     let mut totals = Totals::default();
-    crate::chunks::read_in_background(file, |chunks| -> anyhow::Result<()> {
+    crate::chunks::read_in_background(file, |chunks, recycle| -> anyhow::Result<()> {
         for chunk in chunks {
             let chunk = chunk.with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
             let results: Vec<Result<AlertResult<'_>, String>> = {
@@ -238,6 +238,7 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
                     .collect()
             };
             totals.add(results);
+            recycle(chunk.bytes);
         }
         Ok(())
     })?;

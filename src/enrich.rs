@@ -324,7 +324,7 @@ impl Enrichment {
                     if mi > 0 {
                         out.push(',');
                     }
-                    row_with_p_match(&mut out, tables[*t].row_json(m.entry), &m.value);
+                    row_with_p_match(&mut out, &tables[*t].row_json(m.entry), &m.value);
                     if !list {
                         break;
                     }

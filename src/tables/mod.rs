@@ -25,7 +25,7 @@ use smallvec::SmallVec;
 use crate::chunks::{self, Chunk};
 use crate::indicator::{normalize, Key, Kind, ROW_TYPES};
 use crate::json::{scan, Scalar, Values};
-pub use index::{Entry, EntryId, Index, IndexBuilder, Span};
+pub use index::{Entry, EntryId, Index, IndexBuilder, Shape, Shapes, Span, VERBATIM};
 
 /// How a table file is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -386,10 +386,8 @@ impl Table {
     }
 
     /// The winning row's JSON object, as it was in the table (csv and list rows as built at load).
-    pub fn row_json(&self, e: EntryId) -> &str {
-        let entry = self.index.entry(e);
-        // Rows were validated as UTF-8 JSON when loaded.
-        std::str::from_utf8(self.index.entries.row(entry.row)).unwrap_or("{}")
+    pub fn row_json(&self, e: EntryId) -> Cow<'_, str> {
+        self.index.entries.row_json(self.index.entry(e))
     }
 
     /// The row's id as the table wrote it.
@@ -408,50 +406,44 @@ struct Clock {
 /// A row after parsing, before it enters the index. It borrows nothing, so that the chunk it was
 /// read from can move into the table's arena while the next chunk is parsed.
 struct Parsed {
-    /// The row's JSON object within its chunk (csv and list rows: empty, they are built at load).
-    raw: (u32, u32),
+    /// Where the row's bytes were written in its batch's block, and how (csv and list rows: empty,
+    /// they are built at load).
+    row: RowLoc,
+    /// The keys of a compact-able row whose shape was not known when it was parsed.
+    new_shape: Option<Shape>,
     keys: SmallVec<[Key<'static>; 1]>,
     eligible: bool,
     expires: Option<NaiveDateTime>,
     confidence: u8,
     id_num: u64,
-    id: Text,
-    modified: Text,
+    /// The id and `modified_ts` texts, written to the block beside the row.
+    id: (u32, u32),
+    modified: (u32, u32),
 }
 
-/// Text of a parsed row: a range of its chunk where the file held it plainly, else a copy.
-enum Text {
-    InChunk(u32, u32),
-    Owned(Box<str>),
-}
-
-impl Text {
-    fn of(s: Cow<'_, str>, chunk: &[u8]) -> Text {
-        if let Cow::Borrowed(b) = s {
-            // Borrowed text is usually a slice of the chunk, but not always (a default `""`).
-            let off = (b.as_ptr() as usize).wrapping_sub(chunk.as_ptr() as usize);
-            if off <= chunk.len() && b.len() <= chunk.len() - off {
-                return Text::InChunk(off as u32, b.len() as u32);
-            }
-        }
-        Text::Owned(s.into_owned().into_boxed_str())
-    }
-
-    fn bytes<'c>(&'c self, chunk: &'c [u8]) -> &'c [u8] {
-        match self {
-            Text::InChunk(o, l) => &chunk[*o as usize..(*o + *l) as usize],
-            Text::Owned(s) => s.as_bytes(),
-        }
-    }
+/// Where a parsed row's bytes went in its batch block: verbatim, or as the array of its values with
+/// the shape (key list) that rebuilds it.
+#[derive(Clone, Copy, Default)]
+struct RowLoc {
+    off: u32,
+    len: u32,
+    shape: u32,
 }
 
 type RowResult = Result<Parsed, (RejectReason, String)>;
 
 impl IndexBuilder {
-    fn add(&mut self, p: Parsed, chunk: &[u8], row: Span, clock: &mut Clock) {
-        let id = self.text_span(p.id.bytes(chunk));
-        let modified = self.text_span(p.modified.bytes(chunk));
-        let e = self.push_entry(Entry { row, id, modified, id_num: p.id_num, confidence: p.confidence });
+    /// Adds an eligible row whose bytes are in row block `block`.
+    fn add(&mut self, p: Parsed, block: u64, clock: &mut Clock) {
+        let span = |(off, len): (u32, u32)| Span { off: (block << 32) | u64::from(off), len };
+        let e = self.push_entry(Entry {
+            row: span((p.row.off, p.row.len)),
+            shape: p.row.shape,
+            id: span(p.id),
+            modified: span(p.modified),
+            id_num: p.id_num,
+            confidence: p.confidence,
+        });
         for k in p.keys {
             self.insert(k, e);
         }
@@ -459,15 +451,33 @@ impl IndexBuilder {
             clock.earliest_expiry = Some(clock.earliest_expiry.map_or(x, |c| c.min(x)));
         }
     }
+}
 
-    fn text_span(&mut self, b: &[u8]) -> Span {
-        let off = self.entries.texts.len() as u64;
-        self.entries.texts.extend_from_slice(b);
-        Span { off, len: b.len() as u32 }
+impl IndexBuilder {
+    /// Adds an eligible csv or list row with the bytes built for it: its JSON object, id and
+    /// `modified_ts`, kept together in the last row block (a new block past 1 GiB).
+    fn add_built(&mut self, mut p: Parsed, [row, id, modified]: [&[u8]; 3], clock: &mut Clock) {
+        let need = row.len() + id.len() + modified.len();
+        if self.entries.rows.last().is_none_or(|b| b.len() + need > 1 << 30) {
+            self.entries.rows.push(Vec::new());
+        }
+        let block = self.entries.rows.len() - 1;
+        let buf = &mut self.entries.rows[block];
+        let (off, len) = put(buf, row);
+        p.row = RowLoc { off, len, shape: VERBATIM };
+        p.id = put(buf, id);
+        p.modified = put(buf, modified);
+        self.add(p, block as u64, clock);
     }
 }
 
-/// Reads the table on a thread of its own while this one parses, so the file copy overlaps parsing.
+/// Appends text to a block; its (offset, length) there.
+fn put(block: &mut Vec<u8>, b: &[u8]) -> (u32, u32) {
+    let off = block.len() as u32;
+    block.extend_from_slice(b);
+    (off, b.len() as u32)
+}
+
 fn load_anomali_from<R: Read + Send>(
     spec: &TableSpec,
     source: R,
@@ -475,79 +485,106 @@ fn load_anomali_from<R: Read + Send>(
     clock: Clock,
 ) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
     let io_err = |source| TableError::Io { path: spec.path.clone(), source };
-    chunks::read_in_background(source, |chunks| load_anomali(spec, chunks.map(|r| r.map_err(io_err)), size_hint, clock))
+    chunks::read_in_background(source, |chunks, recycle| {
+        load_anomali(spec, &mut chunks.map(|r| r.map_err(io_err)), recycle, size_hint, clock)
+    })
 }
 
 fn load_anomali(
     spec: &TableSpec,
-    chunks: impl Iterator<Item = Result<Chunk, TableError>>,
+    chunks: &mut dyn Iterator<Item = Result<Chunk, TableError>>,
+    recycle: chunks::Recycle<'_>,
     size_hint: u64,
     mut clock: Clock,
 ) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
     let mut b = IndexBuilder::default();
     let mut report = LoadReport::default();
-    let mut arena: Vec<Vec<u8>> = Vec::new();
     let now = clock.now;
-    let absorb = |b: &mut IndexBuilder,
-                  report: &mut LoadReport,
-                  clock: &mut Clock,
-                  chunk_no: usize,
-                  chunk: &[u8],
-                  rows: Vec<(u64, RowResult)>| {
-        for (line, r) in rows {
-            match r {
-                Ok(p) => {
-                    report.accept(p.eligible);
-                    if p.eligible {
-                        let row = Span { off: ((chunk_no as u64) << 32) | u64::from(p.raw.0), len: p.raw.1 };
-                        b.add(p, chunk, row, clock);
+    let absorb = |b: &mut IndexBuilder, report: &mut LoadReport, clock: &mut Clock, batches: Vec<Batch>| {
+        for Batch { rows, block: bytes } in batches {
+            // In place first: the winner rule reads `modified_ts` from the block while inserting.
+            let block = b.entries.rows.len() as u64;
+            b.entries.rows.push(bytes);
+            for (line, r) in rows {
+                match r {
+                    Ok(mut p) => {
+                        report.accept(p.eligible);
+                        if let Some(shape) = p.new_shape.take() {
+                            b.entries.intern_shape(shape);
+                        }
+                        if p.eligible {
+                            b.add(p, block, clock);
+                        }
                     }
+                    Err((reason, detail)) => report.reject(Rejection { line, reason, detail }),
                 }
-                Err((reason, detail)) => report.reject(Rejection { line, reason, detail }),
             }
         }
     };
-    let mut pending: Option<Vec<(u64, RowResult)>> = None;
+    let mut first = true;
+    // The size of the first chunk, once it is absorbed: the maps are then sized for the whole file.
+    let mut size_from: Option<usize> = None;
+    let mut pending: Option<Vec<Batch>> = None;
     for item in chunks {
         let mut chunk = item?;
-        if arena.is_empty() && chunk.bytes.starts_with(b"\xEF\xBB\xBF") {
+        if first && chunk.bytes.starts_with(b"\xEF\xBB\xBF") {
             chunk.bytes.drain(..3);
         }
-        let (_, parsed) = rayon::join(
+        first = false;
+        // Shapes found while absorbing the previous chunk serve from the next one on.
+        let shapes = b.entries.shapes.clone();
+        let (_, batches) = rayon::join(
             || {
-                if let (Some(rows), Some(prev)) = (pending.take(), arena.last()) {
-                    absorb(&mut b, &mut report, &mut clock, arena.len() - 1, prev, rows);
+                if let Some(batches) = pending.take() {
+                    absorb(&mut b, &mut report, &mut clock, batches);
                 }
             },
-            || parse_lines(&chunk, |line| parse_anomali_row(line, &chunk.bytes, now)),
+            || parse_chunk(&chunk, &shapes, now),
         );
-        if arena.len() == 1 {
-            // One chunk in: size the maps for the whole file now rather than rehash them as they grow.
-            b.reserve_for(size_hint as f64 / arena[0].len().max(1) as f64);
+        if let Some(bytes) = size_from.take() {
+            // Sized from what one chunk held, rather than rehashed again and again as they grow.
+            b.reserve_rows((size_hint as f64 / bytes.max(1) as f64 * b.entries.list.len() as f64) as usize);
         }
         if let Some(err) = report.wrong_format(spec, false) {
             return Err(err);
         }
-        arena.push(chunk.bytes);
-        pending = Some(parsed);
+        if b.entries.list.is_empty() && report.rows == 0 {
+            size_from = Some(chunk.bytes.len());
+        }
+        // Parsed rows hold what they need in their blocks: the chunk's buffer can be read into again.
+        recycle(chunk.bytes);
+        pending = Some(batches);
     }
-    if let (Some(rows), Some(prev)) = (pending.take(), arena.last()) {
-        absorb(&mut b, &mut report, &mut clock, arena.len() - 1, prev, rows);
+    if let Some(batches) = pending.take() {
+        absorb(&mut b, &mut report, &mut clock, batches);
     }
     if let Some(err) = report.wrong_format(spec, true) {
         return Err(err);
     }
-    b.entries.rows = arena;
     Ok((b.finish(), report, clock.earliest_expiry))
 }
 
+/// The rows of one parallel task, in file order, and the block holding their bytes.
+struct Batch {
+    rows: Vec<(u64, RowResult)>,
+    block: Vec<u8>,
+}
+
+/// Rows per parallel task: enough that its block of row bytes is a few hundred KiB.
+const BATCH_ROWS: usize = 2048;
+
 /// Parses the non-blank lines of a chunk in parallel, keeping file order.
-fn parse_lines<'a, F>(chunk: &'a Chunk, parse: F) -> Vec<(u64, RowResult)>
-where
-    F: Fn(&'a [u8]) -> RowResult + Sync,
-{
+fn parse_chunk(chunk: &Chunk, shapes: &Shapes, now: NaiveDateTime) -> Vec<Batch> {
     use rayon::prelude::*;
-    chunks::lines(chunk).par_iter().with_min_len(1024).map(|(n, l)| (*n, parse(l))).collect()
+    chunks::lines(chunk)
+        .par_chunks(BATCH_ROWS)
+        .map(|lines| {
+            let block = Vec::with_capacity(lines.iter().map(|(_, l)| l.len()).sum::<usize>() * 3 / 4);
+            let mut out = BatchOut { block, hint: ShapeHint::default(), members: Vec::with_capacity(32) };
+            let rows = lines.iter().map(|(n, l)| (*n, parse_anomali_row(l, now, shapes, &mut out))).collect();
+            Batch { rows, block: out.block }
+        })
+        .collect()
 }
 
 /// The fields of an Anomali row that matching reads; every other field is skipped by the parser
@@ -572,6 +609,9 @@ struct AnomaliRow<'a> {
     modified_ts: Option<Scalar<'a>>,
 }
 
+/// Every member of a row as (key, raw value), where the fast scanner read it; one buffer per batch.
+type Members<'a> = Vec<(&'a str, &'a str)>;
+
 /// The longest piece of a rejected value quoted in a message.
 const QUOTE: usize = 80;
 
@@ -587,11 +627,15 @@ fn quote(s: &str) -> String {
 impl<'a> AnomaliRow<'a> {
     /// Reads a row with the fast scanner; `None` where it defers to serde_json (escapes in a field we
     /// read, a repeated field, anything invalid), which then decides and explains.
-    fn scan(text: &'a str) -> Option<AnomaliRow<'a>> {
+    fn scan(text: &'a str, members: &mut Members<'a>) -> Option<AnomaliRow<'a>> {
         let mut row = AnomaliRow::default();
         let mut seen = 0u8;
+        members.clear();
         scan::walk_object(text, |sc, k, d| {
-            let (bit, slot) = match k? {
+            let k = k?;
+            let raw = sc.value(d)?;
+            members.push((k, raw));
+            let (bit, slot) = match k {
                 "id" => (0, &mut row.id),
                 "value" => (1, &mut row.value),
                 "type" => (2, &mut row.row_type),
@@ -604,33 +648,109 @@ impl<'a> AnomaliRow<'a> {
                         return None;
                     }
                     seen |= 0x80;
-                    row.match_keys = match Values::parse(sc.value(d)?).ok()? {
+                    row.match_keys = match Values::parse(raw).ok()? {
                         Values::One(Scalar::Null) => None,
                         other => Some(other),
                     };
                     return Some(());
                 }
-                _ => return sc.value(d).map(drop),
+                _ => return Some(()),
             };
             if seen & (1 << bit) != 0 {
                 return None;
             }
             seen |= 1 << bit;
             // serde reads a JSON null in an Option field as absent; so do we.
-            *slot = Some(Scalar::parse(sc.value(d)?).ok()?).filter(|s| *s != Scalar::Null);
+            *slot = Some(Scalar::parse(raw).ok()?).filter(|s| *s != Scalar::Null);
             Some(())
         })?;
         Some(row)
     }
 }
 
-fn parse_anomali_row(line: &[u8], chunk: &[u8], now: NaiveDateTime) -> RowResult {
+/// Which shape the last rows of a batch had, and whether the batch already offered a new one.
+#[derive(Default)]
+struct ShapeHint {
+    last: usize,
+    offered: bool,
+}
+
+/// Writes an eligible row into its batch's block: as the array of its values where it is exactly
+/// `{"k1":v1,...}` (no white space, plain keys) with a known shape, else verbatim. A row of an
+/// unknown shape offers its key list, once per batch, for later rows to use.
+fn place_row(
+    line: &[u8],
+    members: &[(&str, &str)],
+    shapes: &Shapes,
+    block: &mut Vec<u8>,
+    hint: &mut ShapeHint,
+) -> (RowLoc, Option<Shape>) {
+    let off = block.len() as u32;
+    let same = |s: &Shape| s.len() == members.len() && s.iter().zip(members).all(|(a, (b, _))| **a == **b);
+    let exact =
+        !members.is_empty() && 1 + members.iter().map(|(k, v)| k.len() + 4 + v.len()).sum::<usize>() == line.len();
+    let mut offer = None;
+    if exact {
+        let found =
+            shapes.get(hint.last).filter(|s| same(s)).map(|_| hint.last).or_else(|| shapes.iter().position(same));
+        match found {
+            Some(id) => {
+                hint.last = id;
+                block.reserve(line.len());
+                block.push(b'[');
+                for (i, (_, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        block.push(b',');
+                    }
+                    push_value(block, line, v);
+                }
+                block.push(b']');
+                return (RowLoc { off, len: block.len() as u32 - off, shape: id as u32 }, None);
+            }
+            None if !hint.offered => {
+                hint.offered = true;
+                offer = Some(members.iter().map(|(k, _)| Box::from(*k)).collect());
+            }
+            None => {}
+        }
+    }
+    block.extend_from_slice(line);
+    (RowLoc { off, len: line.len() as u32, shape: VERBATIM }, offer)
+}
+
+/// Where a batch's rows go, and its scratch space.
+struct BatchOut<'a> {
+    block: Vec<u8>,
+    hint: ShapeHint,
+    members: Members<'a>,
+}
+
+/// Appends `v`, a slice of `line`. Most values are short, and a copy of a fixed 32 bytes (then
+/// cut back) compiles to two vector moves where a copy of `v.len()` bytes is a call to memcpy.
+fn push_value(block: &mut Vec<u8>, line: &[u8], v: &str) {
+    const W: usize = 32;
+    let off = (v.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
+    if v.len() <= W {
+        if let Some(Ok(window)) = line.get(off..off.saturating_add(W)).map(<&[u8; W]>::try_from) {
+            let at = block.len();
+            block.extend_from_slice(window);
+            block.truncate(at + v.len());
+            return;
+        }
+    }
+    block.extend_from_slice(v.as_bytes());
+}
+
+fn parse_anomali_row<'a>(line: &'a [u8], now: NaiveDateTime, shapes: &Shapes, out: &mut BatchOut<'a>) -> RowResult {
     // One UTF-8 check for the whole line is faster than serde_json's check of each string, and it
     // also covers the members we skip, which are carried into the output as they are.
     let text = std::str::from_utf8(line).map_err(|e| (RejectReason::InvalidJson, format!("not UTF-8 text: {e}")))?;
-    let row = match AnomaliRow::scan(text) {
+    let row = match AnomaliRow::scan(text, &mut out.members) {
         Some(row) => row,
-        None => serde_json::from_str(text).map_err(|e| (RejectReason::InvalidJson, format!("invalid JSON: {e}")))?,
+        None => {
+            out.members.clear();
+            serde_json::from_str(text).map_err(|e| (RejectReason::InvalidJson, format!("invalid JSON: {e}")))?
+        }
     };
     let kind = match &row.row_type {
         Some(Scalar::Str(t)) => Kind::from_row_type(t).ok_or_else(|| {
@@ -675,16 +795,22 @@ fn parse_anomali_row(line: &[u8], chunk: &[u8], now: NaiveDateTime) -> RowResult
         Some(Scalar::Str(s)) => s,
         _ => Cow::Borrowed(""),
     };
-    let raw = ((line.as_ptr() as usize - chunk.as_ptr() as usize) as u32, line.len() as u32);
+    let (row_loc, new_shape, id_at, modified_at) = if eligible {
+        let (r, n) = place_row(line, &out.members, shapes, &mut out.block, &mut out.hint);
+        (r, n, put(&mut out.block, id.as_bytes()), put(&mut out.block, modified.as_bytes()))
+    } else {
+        (RowLoc::default(), None, (0, 0), (0, 0))
+    };
     Ok(Parsed {
-        raw,
+        row: row_loc,
+        new_shape,
         keys,
         eligible,
         expires: expires.filter(|_| eligible),
         confidence,
         id_num,
-        id: Text::of(id, chunk),
-        modified: Text::of(modified, chunk),
+        id: id_at,
+        modified: modified_at,
     })
 }
 
@@ -783,7 +909,6 @@ fn load_csv(
     };
     let (id_col, conf_col, status_col, exp_col, mod_col) =
         (col("id"), col("confidence"), col("status"), col("expiration_ts"), col("modified_ts"));
-    let mut rows_arena: Vec<u8> = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
         let line = rdr.position().line() + 1;
@@ -800,7 +925,7 @@ fn load_csv(
             continue;
         }
         let field = |c: Option<usize>| c.and_then(|c| record.get(c)).map(str::trim).filter(|s| !s.is_empty());
-        let parsed = (|| -> RowResult {
+        let parsed = (|| -> Result<(Parsed, String), (RejectReason, String)> {
             if record.len() != headers.len() {
                 return Err((
                     RejectReason::BadCsvRow,
@@ -837,19 +962,21 @@ fn load_csv(
                 (RejectReason::NoValidKey, format!("no valid {kind} key: {} is {why}", quote(raw_key)))
             })?;
             let key = key.into_owned();
-            Ok(Parsed {
-                raw: (0, 0),
+            let p = Parsed {
+                row: RowLoc { shape: VERBATIM, ..RowLoc::default() },
+                new_shape: None,
                 keys: smallvec::smallvec![key],
                 eligible,
                 expires: expires.filter(|_| eligible),
                 confidence,
                 id_num,
-                id: Text::Owned(id.into()),
-                modified: Text::Owned(field(mod_col).unwrap_or("").into()),
-            })
+                id: (0, 0),
+                modified: (0, 0),
+            };
+            Ok((p, id.into_owned()))
         })();
         match parsed {
-            Ok(p) => {
+            Ok((p, id)) => {
                 report.accept(p.eligible);
                 if p.eligible {
                     let mut obj = String::from("{");
@@ -862,8 +989,8 @@ fn load_csv(
                         crate::json::write_str_literal(&mut obj, v);
                     }
                     obj.push('}');
-                    let row = push_row(&mut rows_arena, &obj);
-                    b.add(p, &[], row, &mut clock);
+                    let modified = field(mod_col).unwrap_or("");
+                    b.add_built(p, [obj.as_bytes(), id.as_bytes(), modified.as_bytes()], &mut clock);
                 }
             }
             Err((reason, detail)) => report.reject(Rejection { line, reason, detail }),
@@ -875,14 +1002,7 @@ fn load_csv(
     if let Some(err) = report.wrong_format(spec, true) {
         return Err(err);
     }
-    b.entries.rows = vec![rows_arena];
     Ok((b.finish(), report, clock.earliest_expiry))
-}
-
-fn push_row(arena: &mut Vec<u8>, json: &str) -> Span {
-    let off = arena.len() as u64;
-    arena.extend_from_slice(json.as_bytes());
-    Span { off, len: json.len() as u32 }
 }
 
 fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
@@ -891,7 +1011,6 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
         .ok_or_else(|| TableError::Spec { table: spec.name.clone(), problem: "a list table needs `kind`".into() })?;
     let mut report = LoadReport::default();
     let mut b = IndexBuilder::default();
-    let mut rows_arena: Vec<u8> = Vec::new();
     let mut clock = Clock { now: NaiveDateTime::MIN, earliest_expiry: None };
     for (i, raw) in buf.split(|b| *b == b'\n').enumerate() {
         let line = i as u64 + 1;
@@ -918,19 +1037,19 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
                 let mut obj = String::from("{\"value\":");
                 crate::json::write_str_literal(&mut obj, text);
                 obj.push('}');
-                let row = push_row(&mut rows_arena, &obj);
                 let key = key.into_owned();
                 let p = Parsed {
-                    raw: (0, 0),
+                    row: RowLoc { shape: VERBATIM, ..RowLoc::default() },
+                    new_shape: None,
                     keys: smallvec::smallvec![key],
                     eligible: true,
                     expires: None,
                     confidence: 0,
                     id_num: line,
-                    id: Text::Owned(line.to_string().into()),
-                    modified: Text::Owned("".into()),
+                    id: (0, 0),
+                    modified: (0, 0),
                 };
-                b.add(p, &[], row, &mut clock);
+                b.add_built(p, [obj.as_bytes(), line.to_string().as_bytes(), b""], &mut clock);
             }
             Err(why) => report.reject(Rejection {
                 line,
@@ -945,7 +1064,6 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
     if let Some(err) = report.wrong_format(spec, true) {
         return Err(err);
     }
-    b.entries.rows = vec![rows_arena];
     Ok((b.finish(), report, None))
 }
 
@@ -1010,6 +1128,40 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(winner(&t, Kind::Domain, "EVIL.com.").as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn ties_between_rows_of_one_file_go_to_the_newest_modified_then_the_lowest_id() {
+        let r = |id: u32, modified: &str| {
+            format!(
+                r#"{{"id":"{id}","value":"1.2.3.4","type":"ip","confidence":50,"status":"active","modified_ts":"{modified}"}}"#
+            )
+        };
+        let t = anomali(&[&r(5, "2025-01-01 00:00:00"), &r(9, "2025-03-01 00:00:00"), &r(7, "2025-02-01 00:00:00")])
+            .unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("9"));
+        let t = anomali(&[&r(8, "2025-03-01 00:00:00"), &r(4, "2025-03-01 00:00:00"), &r(6, "2025-03-01 00:00:00")])
+            .unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn rows_come_back_byte_for_byte_however_they_are_stored() {
+        // Compact rows (one shape), rows with white space, escapes or another shape (verbatim).
+        let mut lines: Vec<String> =
+            (0..5000).map(|i| row(i + 1, &format!("10.1.{}.{}", i / 250, i % 250), "ip", 9, "active", "")).collect();
+        lines.push(r#"{"id":"90001", "value":"9.9.9.1","type":"ip","status":"active"}"#.into());
+        lines.push(
+            r#"{"id":"90002","value":"9.9.9.2","type":"ip","status":"active","note":"a \"quoted\" \u00e9"}"#.into(),
+        );
+        lines.push(r#"{"value":"9.9.9.3","id":"90003","type":"ip","status":"active","x":[1,{"y":null}]}"#.into());
+        let t = anomali(&lines.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        for (i, line) in lines.iter().enumerate().filter(|(i, _)| i % 499 == 0 || *i >= 5000) {
+            let ip = if i < 5000 { format!("10.1.{}.{}", i / 250, i % 250) } else { format!("9.9.9.{}", i - 4999) };
+            let e = t.lookup(&normalize(Kind::Ip, &ip, false).unwrap()).unwrap();
+            assert_eq!(t.row_json(e), line.as_str(), "row {i}");
+        }
+        assert!(!t.index.entries.shapes.is_empty(), "rows of one shape are stored compactly");
     }
 
     #[test]
