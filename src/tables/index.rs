@@ -112,7 +112,7 @@ impl Entries {
 
     /// Adds a shape unless it is known already or the list is full.
     pub fn intern_shape(&mut self, keys: Shape) {
-        if self.shapes.len() < MAX_SHAPES && !self.shapes.iter().any(|s| *s == keys) {
+        if self.shapes.len() < MAX_SHAPES && !self.shapes.contains(&keys) {
             self.shapes.push(keys);
         }
     }
