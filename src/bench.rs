@@ -27,7 +27,7 @@ pub struct BenchArgs {
     /// Where generated files are kept between runs (generating 1M rows takes Python half a minute).
     #[arg(long, default_value = "target/bench-data")]
     pub work_dir: PathBuf,
-    /// Also measure with subdomain matching on.
+    /// Measure with subdomain matching on (both sides).
     #[arg(long)]
     pub subdomains: bool,
     /// Runs of each side, alternating; the best figures of each side are reported (this machine's

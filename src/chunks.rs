@@ -52,11 +52,16 @@ pub struct ChunkReader<R> {
     carry: Vec<u8>,
     line: u64,
     done: bool,
+    size: usize,
 }
 
 impl<R: Read> ChunkReader<R> {
     pub fn new(r: R) -> Self {
-        ChunkReader { r, carry: Vec::new(), line: 1, done: false }
+        Self::with_chunk_size(r, CHUNK)
+    }
+
+    pub fn with_chunk_size(r: R, size: usize) -> Self {
+        ChunkReader { r, carry: Vec::new(), line: 1, done: false, size: size.max(1) }
     }
 
     /// The next chunk, read into `reuse` where given (a buffer the consumer is done with: its pages
@@ -68,17 +73,17 @@ impl<R: Read> ChunkReader<R> {
         let mut buf = match reuse {
             Some(mut b) => {
                 b.clear();
-                b.reserve(self.carry.len() + CHUNK);
+                b.reserve(self.carry.len() + self.size);
                 b
             }
             None => {
-                let mut b = Vec::with_capacity(self.carry.len() + CHUNK);
+                let mut b = Vec::with_capacity(self.carry.len() + self.size);
                 advise_huge_pages(&mut b);
                 b
             }
         };
         buf.append(&mut self.carry);
-        let mut want = buf.len() + CHUNK;
+        let mut want = buf.len() + self.size;
         loop {
             let room = (want - buf.len()) as u64;
             let n = self.r.by_ref().take(room).read_to_end(&mut buf)?;
@@ -95,7 +100,7 @@ impl<R: Read> ChunkReader<R> {
                     buf.truncate(p + 1);
                     break;
                 }
-                None => want += CHUNK,
+                None => want += self.size,
             }
         }
         if buf.is_empty() {
@@ -160,8 +165,8 @@ pub fn lines(chunk: &Chunk) -> Vec<(u64, &[u8])> {
 mod tests {
     use super::*;
 
-    fn all(input: &[u8]) -> Vec<(u64, String)> {
-        let mut r = ChunkReader::new(input);
+    fn all(input: &[u8], size: usize) -> Vec<(u64, String)> {
+        let mut r = ChunkReader::with_chunk_size(input, size);
         let mut out = Vec::new();
         let mut spare = None;
         while let Some(c) = r.next_chunk(spare.take()).unwrap() {
@@ -179,7 +184,9 @@ mod tests {
             input.extend_from_slice(if i % 7 == 0 { b"\n" as &[u8] } else { b"row row row\n" });
         }
         input.extend_from_slice(b"last, no newline");
-        let got = all(&input);
+        // 1,000-byte chunks: several thousand boundaries, falling anywhere in a line.
+        let got = all(&input, 1000);
+        assert_eq!(got, all(&input, CHUNK), "the chunk size changes nothing");
         assert_eq!(got.len(), 400_000 - 400_000 / 7 + 1);
         assert_eq!(got[5], (6, "row row row".into()));
         assert_eq!(got.last(), Some(&(400_001, "last, no newline".into())));
@@ -187,9 +194,9 @@ mod tests {
 
     #[test]
     fn a_line_longer_than_a_chunk_stays_whole() {
-        let long = "x".repeat(CHUNK * 2 + 5);
+        let long = "x".repeat(2500);
         let input = format!("a\n{long}\nb\n");
-        let got = all(input.as_bytes());
+        let got = all(input.as_bytes(), 1000);
         assert_eq!(got, vec![(1, "a".into()), (2, long), (3, "b".into())]);
     }
 }

@@ -207,6 +207,7 @@ struct AlertResult<'t> {
 fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
     let now = parse_now(a.now.as_deref())?;
     let specs = a.tables.iter().map(|t| parse_table_arg(t, a.subdomains)).collect::<anyhow::Result<Vec<_>>>()?;
+    crate::tables::check_names(&specs).map_err(|e| usage(format!("{e} (set it with --table path=...,name=...)")))?;
     let selectors =
         Selectors::new(a.selectors.iter().map(|s| parse_selector_arg(s)).collect::<anyhow::Result<Vec<_>>>()?);
 
@@ -299,52 +300,51 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
 /// An alert line of an alerts file: its id, and its events read into a reused buffer.
 struct AlertLine;
 
-/// The serde_json reading of an alert line, for what the fast scanner defers.
-#[derive(serde::Deserialize)]
-struct AlertLineSerde<'a> {
-    #[serde(borrow)]
-    id: Option<Scalar<'a>>,
-    #[serde(default, borrow)]
-    events: Option<Vec<&'a serde_json::value::RawValue>>,
-}
-
 impl AlertLine {
-    /// Reads an alert line in one pass with the fast scanner, or with serde_json where it defers.
+    /// Reads an alert line in one pass with the fast scanner. A repeated `id` or `events` reads as
+    /// its last value, as JSON parsers keep it. Where the scanner defers (text that is not JSON,
+    /// nesting deeper than it follows), serde_json reads the line or explains what is wrong.
     fn parse<'a>(text: &'a str, events: &mut Events<'a>) -> Result<Option<Scalar<'a>>, String> {
         events.clear();
         let mut id = None;
-        let mut seen = (false, false);
+        let mut not_a_list = false;
         let fast = crate::json::scan::walk_object(text, |sc, k, d| {
-            match k? {
-                "id" if !seen.0 => {
-                    seen.0 = true;
-                    id = Some(Scalar::parse(sc.value(d)?).ok()?);
+            if k.is("id") {
+                id = Some(Scalar::read(sc.value(d)?));
+            } else if k.is("events") {
+                events.clear();
+                not_a_list = false;
+                if sc.at_array() {
+                    events.scan_list(sc, d)?;
+                } else {
+                    not_a_list = sc.value(d)? != "null";
                 }
-                "events" if !seen.1 => {
-                    seen.1 = true;
-                    if sc.at_array() {
-                        events.scan_list(sc, d)?;
-                    } else if sc.value(d)? != "null" {
-                        return None;
-                    }
-                }
-                // serde refuses a repeated field; let it explain.
-                "id" | "events" => return None,
-                _ => {
-                    sc.value(d)?;
-                }
+            } else {
+                sc.value(d)?;
             }
             Some(())
         });
+        let not_a_list_error = || "`events` is not a list".to_owned();
         if fast.is_some() {
+            if not_a_list {
+                return Err(not_a_list_error());
+            }
             return Ok(id.filter(|s| *s != Scalar::Null));
         }
-        let line: AlertLineSerde = serde_json::from_str(text).map_err(|e| format!("not an alert JSON object: {e}"))?;
+        let obj = crate::json::Object::parse(text).map_err(|e| format!("not an alert JSON object: {e}"))?;
         events.clear();
-        for raw in line.events.unwrap_or_default() {
-            events.push_json(raw.get()).map_err(|e| format!("unreadable event: {e}"))?;
+        match obj.get("events") {
+            None | Some("null") => {}
+            Some(raw) if raw.starts_with('[') => {
+                let list: Vec<&serde_json::value::RawValue> =
+                    serde_json::from_str(raw).map_err(|e| format!("unreadable events: {e}"))?;
+                for ev in list {
+                    events.push_json(ev.get()).map_err(|e| format!("unreadable event: {e}"))?;
+                }
+            }
+            Some(_) => return Err(not_a_list_error()),
         }
-        Ok(line.id)
+        Ok(obj.get("id").map(Scalar::read).filter(|s| *s != Scalar::Null))
     }
 }
 

@@ -149,7 +149,7 @@ impl<'a> Events<'a> {
         let fast = json.trim_start().starts_with('{')
             && scan::walk_object(json, |sc, k, d| {
                 let v = sc.value(d)?;
-                members.push((Cow::Borrowed(k?), v));
+                members.push((k.decoded(), v));
                 Some(())
             })
             .is_some();
@@ -178,7 +178,7 @@ impl<'a> Events<'a> {
                 let members = &mut self.members;
                 sc.object(d + 1, |sc, k, d| {
                     let v = sc.value(d)?;
-                    members.push((Cow::Borrowed(k?), v));
+                    members.push((k.decoded(), v));
                     Some(())
                 })?;
                 self.close(start);
@@ -285,38 +285,30 @@ impl Enrichment {
     /// The `p_enrichment` object of one event as JSON text (`{}` where nothing matched):
     /// `{"<table>": {"<selector>": [row + p_match, ...]}}`, a single row for a one-value selector.
     pub fn p_enrichment(&self, event: usize, tables: &[Table], selectors: &Selectors) -> String {
-        // table -> selector -> its matches, in order of first appearance, then sorted by index.
-        type BySelector<'m> = Vec<(usize, Vec<&'m Match>)>;
-        let mut by_table: Vec<(usize, BySelector)> = Vec::new();
+        use std::collections::BTreeMap;
+        // table -> field -> its matches. Two selectors with one path (say one for every log type,
+        // one for AWS.CloudTrail) share their field: one key, each row once.
+        let mut by_table: BTreeMap<usize, BTreeMap<&str, Vec<&Match>>> = BTreeMap::new();
         for m in self.matches.iter().filter(|m| m.event == event) {
-            let t = match by_table.iter_mut().find(|(t, _)| *t == m.table) {
-                Some(t) => t,
-                None => {
-                    by_table.push((m.table, Vec::new()));
-                    by_table.last_mut().expect("just pushed")
-                }
-            };
-            match t.1.iter_mut().find(|(s, _)| *s == m.selector) {
-                Some(s) => s.1.push(m),
-                None => t.1.push((m.selector, vec![m])),
+            let field = by_table.entry(m.table).or_default().entry(&selectors.get(m.selector).field).or_default();
+            if !field.iter().any(|x| x.value == m.value && x.entry == m.entry) {
+                field.push(m);
             }
         }
-        by_table.sort_by_key(|(t, _)| *t);
         let mut out = String::from("{");
-        for (ti, (t, sels)) in by_table.iter_mut().enumerate() {
+        for (ti, (t, fields)) in by_table.iter().enumerate() {
             if ti > 0 {
                 out.push(',');
             }
             write_str_literal(&mut out, tables[*t].name());
             out.push_str(":{");
-            sels.sort_by_key(|(s, _)| *s);
-            for (si, (s, ms)) in sels.iter().enumerate() {
-                if si > 0 {
+            for (fi, (field, ms)) in fields.iter().enumerate() {
+                if fi > 0 {
                     out.push(',');
                 }
-                write_str_literal(&mut out, &selectors.get(*s).field);
+                write_str_literal(&mut out, field);
                 out.push(':');
-                let list = ms.first().is_some_and(|m| m.list);
+                let list = ms.iter().any(|m| m.list);
                 if list {
                     out.push('[');
                 }
@@ -340,8 +332,23 @@ impl Enrichment {
     }
 }
 
-/// Appends the row object with `p_match` added as its last member.
+/// Appends the row object with `p_match` added as its last member (replacing one the row had).
 fn row_with_p_match(out: &mut String, row: &str, value: &str) {
+    if row.contains("p_match") {
+        if let Ok(obj) = Object::parse(row) {
+            out.push('{');
+            for (k, v) in obj.members.iter().filter(|(k, _)| k != "p_match") {
+                write_str_literal(out, k);
+                out.push(':');
+                out.push_str(v);
+                out.push(',');
+            }
+            out.push_str("\"p_match\":");
+            write_str_literal(out, value);
+            out.push('}');
+            return;
+        }
+    }
     let body = row.trim_end();
     let body = body.strip_suffix('}').unwrap_or(body);
     out.push_str(body);
@@ -654,6 +661,40 @@ mod tests {
         let mut out = Vec::new();
         rows.iter().for_each(|r| r.write_to(&mut out));
         assert_eq!(String::from_utf8(out).unwrap(), "A1\t0\tp_any_ip_addresses\t1.1.1.1\t1\n");
+    }
+
+    #[test]
+    fn two_selectors_on_one_path_share_one_key_and_rows_replace_their_own_p_match() {
+        let tables = [table("intel", &[("1.2.3.4", "ip", 80)])];
+        let sel = Selectors::new(vec![
+            Selector::new(None, "src", Kind::Ip).unwrap(),
+            Selector::new(Some("AWS.CloudTrail"), "src", Kind::Ip).unwrap(),
+        ]);
+        let ev = events(&[r#"{"p_log_type":"AWS.CloudTrail","src":"1.2.3.4"}"#]);
+        let e = enrich(&ev, &tables, &sel);
+        let text = e.p_enrichment(0, &tables, &sel);
+        assert_eq!(text.matches("\"src\"").count(), 1, "{text}");
+        let p: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(p["intel"]["src"]["id"], "1");
+
+        let row = r#"{"id":"5","value":"9.9.9.9","type":"ip","status":"active","p_match":"stale"}"#;
+        let t = [Table::from_bytes(&TableSpec::anomali("t", "/t"), row.as_bytes().to_vec(), now()).unwrap()];
+        let ev = events(&[r#"{"p_any_ip_addresses":["9.9.9.9"]}"#]);
+        let text = enrich(&ev, &t, &Selectors::default()).p_enrichment(0, &t, &Selectors::default());
+        assert_eq!(text.matches("p_match").count(), 1, "{text}");
+        let p: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(p["t"]["p_any_ip_addresses"][0]["p_match"], "9.9.9.9");
+    }
+
+    #[test]
+    fn one_undecodable_element_does_not_cost_the_rest_of_the_list() {
+        let tables = [table("intel", &[("1.2.3.4", "ip", 80)])];
+        let sel = Selectors::default();
+        let ev = events(&[r#"{"p_any_ip_addresses":["\ud800", 1e400, "1.2.3.4"]}"#]);
+        let e = enrich(&ev, &tables, &sel);
+        assert_eq!(found(&e, &tables, &sel), vec!["0:p_any_ip_addresses:1.2.3.4=1"]);
+        assert_eq!(e.lookups, 2);
+        assert_eq!(e.skipped.len(), 2);
     }
 
     #[test]

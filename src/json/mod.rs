@@ -20,8 +20,9 @@ pub enum Scalar<'a> {
     U64(u64),
     I64(i64),
     F64(f64),
+    Bool(bool),
     Null,
-    /// A bool, an array or an object.
+    /// An array or an object.
     Other,
 }
 
@@ -59,8 +60,8 @@ impl<'de: 'a, 'a> Visitor<'de> for ScalarVisitor<'a> {
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
         Ok(Scalar::F64(v))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(Scalar::Other)
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(v))
     }
     fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
         Ok(Scalar::Null)
@@ -165,10 +166,17 @@ pub struct Object<'a> {
 }
 
 impl<'a> Object<'a> {
-    /// Reads an object with the fast scanner, or serde_json where the scanner defers to it.
+    /// Reads an object with the fast scanner, or serde_json where the scanner defers to it (nesting
+    /// deeper than it follows) or the text is not valid JSON (serde_json then explains).
     pub fn parse(s: &'a str) -> Result<Object<'a>, serde_json::Error> {
-        match scan::object_members(s) {
-            Some(m) => Ok(Object { members: m.into_iter().map(|(k, v)| (Cow::Borrowed(k), v)).collect() }),
+        let mut members = SmallVec::new();
+        let fast = scan::walk_object(s, |sc, k, d| {
+            let v = sc.value(d)?;
+            members.push((k.decoded(), v));
+            Some(())
+        });
+        match fast {
+            Some(()) => Ok(Object { members }),
             None => serde_json::from_str(s),
         }
     }
@@ -219,10 +227,27 @@ impl<'a> Scalar<'a> {
                 }
             }
             Some(b'n') if raw == "null" => return Ok(Scalar::Null),
-            Some(b't' | b'f' | b'[' | b'{') if scan::is_valid(raw) => return Ok(Scalar::Other),
+            Some(b't') if raw == "true" => return Ok(Scalar::Bool(true)),
+            Some(b'f') if raw == "false" => return Ok(Scalar::Bool(false)),
+            Some(b'[' | b'{') if scan::is_valid(raw) => return Ok(Scalar::Other),
             _ => {}
         }
         serde_json::from_str(raw)
+    }
+
+    /// Reads JSON text that is known to be valid, never failing: the two valid values serde_json
+    /// cannot decode become their nearest meaning (a string with a lone surrogate escape gets
+    /// U+FFFD there; a number beyond f64 is infinite), as Python's `json.loads` also accepts them.
+    pub fn read(raw: &'a str) -> Scalar<'a> {
+        match Scalar::parse(raw) {
+            Ok(s) => s,
+            Err(_) => match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+                Some(content) => Scalar::Str(Cow::Owned(scan::unescape(content))),
+                None if raw.starts_with('-') => Scalar::F64(f64::NEG_INFINITY),
+                None if raw.starts_with(|c: char| c.is_ascii_digit()) => Scalar::F64(f64::INFINITY),
+                None => Scalar::Other,
+            },
+        }
     }
 }
 
@@ -231,10 +256,11 @@ impl<'a> Values<'a> {
     pub fn parse(raw: &'a str) -> Result<Values<'a>, serde_json::Error> {
         if raw.starts_with('[') {
             let mut out = SmallVec::new();
+            // One element serde_json cannot decode must not cost the others: `read` never fails.
             let fast = scan::walk_array(raw, |sc, d| {
                 let e = match sc.plain_string() {
                     Some(s) => Scalar::Str(Cow::Borrowed(s)),
-                    None => Scalar::parse(sc.value(d)?).ok()?,
+                    None => Scalar::read(sc.value(d)?),
                 };
                 out.push(e);
                 Some(())
@@ -243,6 +269,9 @@ impl<'a> Values<'a> {
                 Some(()) => Ok(Values::Many(out)),
                 None => serde_json::from_str(raw),
             };
+        }
+        if scan::is_valid(raw) {
+            return Ok(Values::One(Scalar::read(raw)));
         }
         Scalar::parse(raw).map(Values::One)
     }
@@ -264,9 +293,56 @@ mod tests {
         assert!(v.is_list());
         let got: Vec<_> = v.iter().cloned().collect();
         assert_eq!(got, vec![Scalar::Str("a".into()), Scalar::U64(1), Scalar::Null, Scalar::Other]);
+        // Values serde_json cannot decode still leave the rest of the list readable.
+        let v = Values::parse(r#"["1.2.3.4", "\ud800", 1e400, true]"#).unwrap();
+        let got: Vec<_> = v.iter().cloned().collect();
+        assert_eq!(
+            got,
+            vec![
+                Scalar::Str("1.2.3.4".into()),
+                Scalar::Str("\u{FFFD}".into()),
+                Scalar::F64(f64::INFINITY),
+                Scalar::Bool(true)
+            ]
+        );
         let one: Values = serde_json::from_str(r#""1.2.3.4""#).unwrap();
         assert!(!one.is_list());
         assert_eq!(one.iter().count(), 1);
+    }
+
+    /// Whatever the scanner takes for valid JSON, the typed readers read without error: a valid
+    /// document is never dropped because one of its values is unusual.
+    #[test]
+    fn typed_readers_read_every_valid_mutant() {
+        let seed = r#"{"a":["1.2.3.4","\ud83d\ude00",1e3,-0.5,true,null,{"b":[]}],"c\u0064":"x\ty","e":{"f":"g"}}"#;
+        let alphabet: &[u8] = b"{}[]\":,\\ 0123456789.eE+-truefalsnuldDcCaA8";
+        let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut valid = 0;
+        for _ in 0..30_000 {
+            let mut b = seed.as_bytes().to_vec();
+            for _ in 0..1 + next(2) {
+                let pos = next(b.len());
+                b[pos] = alphabet[next(alphabet.len())];
+            }
+            let Ok(s) = std::str::from_utf8(&b) else { continue };
+            if !scan::is_valid(s) {
+                continue;
+            }
+            valid += 1;
+            if s.starts_with('{') {
+                let o = Object::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+                for (_, raw) in &o.members {
+                    Values::parse(raw).unwrap_or_else(|e| panic!("{s}: {raw}: {e}"));
+                }
+            }
+        }
+        assert!(valid > 500, "too few valid mutants ({valid}) to test anything");
     }
 
     #[test]

@@ -22,8 +22,8 @@ pub struct Entry {
     pub shape: u32,
     pub id: Span,
     pub modified: Span,
-    pub id_num: u64,
-    pub confidence: u8,
+    pub id_num: i64,
+    pub confidence: i32,
 }
 
 /// A byte range in an arena.
@@ -436,7 +436,7 @@ mod tests {
     use crate::indicator::normalize;
 
     /// Builds an index from (key, confidence, modified, id) rows of kind ip.
-    fn build(rows: &[(&str, u8, &str, u64)]) -> Index {
+    fn build(rows: &[(&str, i32, &str, i64)]) -> Index {
         let mut b = IndexBuilder::default();
         for (key, confidence, modified, id_num) in rows {
             if b.entries.rows.is_empty() {
@@ -457,7 +457,7 @@ mod tests {
         b.finish()
     }
 
-    fn winner(ix: &Index, ip: &str) -> Option<u64> {
+    fn winner(ix: &Index, ip: &str) -> Option<i64> {
         let key = normalize(Kind::Ip, ip, false).unwrap();
         ix.lookup(&key, false).map(|e| ix.entry(e).id_num)
     }

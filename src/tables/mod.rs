@@ -414,8 +414,8 @@ struct Parsed {
     keys: SmallVec<[Key<'static>; 1]>,
     eligible: bool,
     expires: Option<NaiveDateTime>,
-    confidence: u8,
-    id_num: u64,
+    confidence: i32,
+    id_num: i64,
     /// The id and `modified_ts` texts, written to the block beside the row.
     id: (u32, u32),
     modified: (u32, u32),
@@ -625,29 +625,28 @@ fn quote(s: &str) -> String {
 }
 
 impl<'a> AnomaliRow<'a> {
-    /// Reads a row with the fast scanner; `None` where it defers to serde_json (escapes in a field we
-    /// read, a repeated field, anything invalid), which then decides and explains.
+    /// Reads a row with the fast scanner; `None` where it defers to serde_json (text that is not JSON,
+    /// nesting deeper than it follows), which then decides and explains.
     fn scan(text: &'a str, members: &mut Members<'a>) -> Option<AnomaliRow<'a>> {
         let mut row = AnomaliRow::default();
-        let mut seen = 0u8;
+        let mut plain_keys = true;
         members.clear();
         scan::walk_object(text, |sc, k, d| {
-            let k = k?;
             let raw = sc.value(d)?;
-            members.push((k, raw));
-            let (bit, slot) = match k {
-                "id" => (0, &mut row.id),
-                "value" => (1, &mut row.value),
-                "type" => (2, &mut row.row_type),
-                "confidence" => (3, &mut row.confidence),
-                "status" => (4, &mut row.status),
-                "expiration_ts" => (5, &mut row.expiration_ts),
-                "modified_ts" => (6, &mut row.modified_ts),
+            plain_keys &= !k.escaped;
+            if plain_keys {
+                members.push((k.text, raw));
+            }
+            // A repeated field reads as its last value, as Python's json.loads keeps it.
+            let slot = match &*k.decoded() {
+                "id" => &mut row.id,
+                "value" => &mut row.value,
+                "type" => &mut row.row_type,
+                "confidence" => &mut row.confidence,
+                "status" => &mut row.status,
+                "expiration_ts" => &mut row.expiration_ts,
+                "modified_ts" => &mut row.modified_ts,
                 "match" => {
-                    if seen & 0x80 != 0 {
-                        return None;
-                    }
-                    seen |= 0x80;
                     row.match_keys = match Values::parse(raw).ok()? {
                         Values::One(Scalar::Null) => None,
                         other => Some(other),
@@ -656,14 +655,14 @@ impl<'a> AnomaliRow<'a> {
                 }
                 _ => return Some(()),
             };
-            if seen & (1 << bit) != 0 {
-                return None;
-            }
-            seen |= 1 << bit;
-            // serde reads a JSON null in an Option field as absent; so do we.
-            *slot = Some(Scalar::parse(raw).ok()?).filter(|s| *s != Scalar::Null);
+            // A JSON null reads as an absent field.
+            *slot = Some(Scalar::read(raw)).filter(|s| *s != Scalar::Null);
             Some(())
         })?;
+        if !plain_keys {
+            // Rows with escaped keys are kept verbatim.
+            members.clear();
+        }
         Some(row)
     }
 }
@@ -814,33 +813,66 @@ fn parse_anomali_row<'a>(line: &'a [u8], now: NaiveDateTime, shapes: &Shapes, ou
     })
 }
 
-fn parse_id<'a>(id: Option<&Scalar<'a>>) -> Result<(u64, Cow<'a, str>), (RejectReason, String)> {
+/// An integer as Python's `int()` reads a string: white space around it, an optional sign, ASCII
+/// digits with single `_` between them. `None` where it is not one, or does not fit i64.
+fn py_int(s: &str) -> Option<i64> {
+    let t = s.trim_matches(|c: char| c.is_whitespace());
+    let (neg, digits) = match t.as_bytes().first()? {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let b = digits.as_bytes();
+    if b.is_empty() || b[0] == b'_' || b[b.len() - 1] == b'_' || digits.contains("__") {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &c in b.iter().filter(|c| **c != b'_') {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(i64::from(c - b'0'))?;
+    }
+    Some(if neg { -n } else { n })
+}
+
+/// A row's `id`: its number for the winner rule and its text for output, both as the reference
+/// takes them (`int(id)` and `str(id)`).
+fn parse_id<'a>(id: Option<&Scalar<'a>>) -> Result<(i64, Cow<'a, str>), (RejectReason, String)> {
+    let bad = |what: String| Err((RejectReason::BadId, format!("id {what} is not an integer (as a string or number)")));
     match id {
-        Some(Scalar::Str(s)) => match s.parse::<u64>() {
-            Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) => Ok((n, s.clone())),
-            _ => Err((RejectReason::BadId, format!("id {} is not a non-negative integer", quote(s)))),
+        Some(Scalar::Str(s)) => match py_int(s) {
+            Some(n) => Ok((n, s.clone())),
+            None => bad(quote(s)),
         },
-        Some(Scalar::U64(n)) => Ok((*n, Cow::Owned(n.to_string()))),
-        _ => Err((RejectReason::BadId, "no `id` (a non-negative integer, as a string or number)".into())),
+        Some(Scalar::U64(n)) => match i64::try_from(*n) {
+            Ok(v) => Ok((v, Cow::Owned(n.to_string()))),
+            Err(_) => bad(n.to_string()),
+        },
+        Some(Scalar::I64(n)) => Ok((*n, Cow::Owned(n.to_string()))),
+        Some(other) => bad(format!("{other:?}")),
+        None => Err((RejectReason::BadId, "no `id` (an integer, as a string or number)".into())),
     }
 }
 
-fn parse_confidence(c: Option<&Scalar<'_>>) -> Result<u8, (RejectReason, String)> {
-    let bad =
-        |what: String| Err((RejectReason::BadConfidence, format!("confidence {what} is not an integer from 0 to 100")));
+/// A row's `confidence` as the reference takes it (`int(confidence)`, 0 when absent). ENRICHMENT.md
+/// says 0 to 100, but a feed's 150 or -1 still matches there, so it matches here too.
+fn parse_confidence(c: Option<&Scalar<'_>>) -> Result<i32, (RejectReason, String)> {
+    let bad = |what: String| Err((RejectReason::BadConfidence, format!("confidence {what} is not an integer")));
     let n: i64 = match c {
         None | Some(Scalar::Null) => 0,
         Some(Scalar::U64(n)) => i64::try_from(*n).unwrap_or(i64::MAX),
         Some(Scalar::I64(n)) => *n,
         // Python's int() truncates toward zero.
         Some(Scalar::F64(f)) if f.is_finite() => f.trunc() as i64,
-        Some(Scalar::Str(s)) => match s.trim().parse::<i64>() {
-            Ok(n) => n,
-            Err(_) => return bad(quote(s)),
+        Some(Scalar::Bool(b)) => i64::from(*b),
+        Some(Scalar::Str(s)) => match py_int(s) {
+            Some(n) => n,
+            None => return bad(quote(s)),
         },
         Some(other) => return bad(format!("{other:?}")),
     };
-    u8::try_from(n).ok().filter(|n| *n <= 100).map_or_else(|| bad(n.to_string()), Ok)
+    i32::try_from(n).map_or_else(|_| bad(n.to_string()), Ok)
 }
 
 /// A timestamp as the reference reads it: `T` may stand for the space, trailing `Z`s are dropped,
@@ -851,9 +883,10 @@ pub fn parse_ts(s: &str) -> Option<NaiveDateTime> {
         Some((i, _)) => &s[..i],
         None => s,
     };
-    let (date, time) = head.split_once([' ', 'T'])?;
+    // The reference turns every `T` into a space, and strptime reads a space as any run of white space.
+    let (date, time) = head.split_once(|c: char| c == 'T' || c.is_whitespace())?;
+    let time = time.trim_start_matches(|c: char| c == 'T' || c.is_whitespace());
     if time.contains('T') {
-        // The reference turns every `T` into a space, so a second one breaks the time field.
         return None;
     }
     let num = |p: &str, min: usize, max: usize| -> Option<u32> {
@@ -867,6 +900,22 @@ pub fn parse_ts(s: &str) -> Option<NaiveDateTime> {
         return None;
     }
     NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, m, dd)?.and_hms_opt(h, mi, sec)
+}
+
+/// The line a csv record starts on, from where the reader stood before it: the reader may not yet
+/// have consumed the previous line's end (`\r\n`), and skips blank lines silently.
+fn record_line(buf: &[u8], pos: &csv::Position) -> u64 {
+    let mut line = pos.line();
+    let mut i = usize::try_from(pos.byte()).unwrap_or(usize::MAX);
+    while let Some(&c) = buf.get(i) {
+        match c {
+            b'\n' => line += 1,
+            b'\r' => {}
+            _ => break,
+        }
+        i += 1;
+    }
+    line
 }
 
 fn load_csv(
@@ -911,7 +960,7 @@ fn load_csv(
         (col("id"), col("confidence"), col("status"), col("expiration_ts"), col("modified_ts"));
     let mut record = csv::StringRecord::new();
     loop {
-        let line = rdr.position().line() + 1;
+        let line = record_line(buf, rdr.position());
         match rdr.read_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
@@ -920,7 +969,6 @@ fn load_csv(
                 continue;
             }
         }
-        let line = record.position().map_or(line, |p| p.line());
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
@@ -943,7 +991,7 @@ fn load_csv(
             };
             let (id_num, id) = match field(id_col) {
                 Some(s) => parse_id(Some(&Scalar::Str(Cow::Borrowed(s))))?,
-                None => (line, Cow::Owned(line.to_string())),
+                None => (i64::try_from(line).unwrap_or(i64::MAX), Cow::Owned(line.to_string())),
             };
             let confidence = parse_confidence(field(conf_col).map(|s| Scalar::Str(Cow::Borrowed(s))).as_ref())?;
             let expires = match field(exp_col) {
@@ -1045,7 +1093,7 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
                     eligible: true,
                     expires: None,
                     confidence: 0,
-                    id_num: line,
+                    id_num: i64::try_from(line).unwrap_or(i64::MAX),
                     id: (0, 0),
                     modified: (0, 0),
                 };
@@ -1067,8 +1115,22 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
     Ok((b.finish(), report, None))
 }
 
+/// Checks that no two tables share a name: the name is their key under `p_enrichment`.
+pub fn check_names(specs: &[TableSpec]) -> Result<(), TableError> {
+    for (i, a) in specs.iter().enumerate() {
+        if specs[..i].iter().any(|b| b.name == a.name) {
+            return Err(TableError::Spec {
+                table: a.name.clone(),
+                problem: "two tables have this name; give each its own `name`".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Loads every table, in order. The first failure stops: a table the configuration names must load.
 pub fn load_all(specs: &[TableSpec], now: DateTime<Utc>) -> Result<Vec<Table>, TableError> {
+    check_names(specs)?;
     specs.iter().map(|s| Table::load(s, now)).collect()
 }
 
@@ -1146,6 +1208,52 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_field_reads_as_its_last_value() {
+        let t = anomali(&[
+            r#"{"id":"1","value":"1.1.1.1","type":"ip","status":"inactive","status":"active"}"#,
+            r#"{"id":"2","value":"2.2.2.2","type":"ip","status":"active","status":"inactive"}"#,
+            r#"{"id":"3","value":"3.3.3.3","value":"4.4.4.4","type":"ip","status":"active","note":"\ud800"}"#,
+            r#"{"id":"5","\u0076alue":"5.5.5.5","type":"ip","status":"active"}"#,
+        ])
+        .unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.1.1.1").as_deref(), Some("1"));
+        assert_eq!(winner(&t, Kind::Ip, "2.2.2.2"), None);
+        assert_eq!(winner(&t, Kind::Ip, "3.3.3.3"), None);
+        assert_eq!(winner(&t, Kind::Ip, "4.4.4.4").as_deref(), Some("3"));
+        assert_eq!(winner(&t, Kind::Ip, "5.5.5.5").as_deref(), Some("5"), "an escaped key means its text");
+        assert_eq!(t.report.rejected_total(), 0);
+        let e = t.lookup(&normalize(Kind::Ip, "4.4.4.4", false).unwrap()).unwrap();
+        assert!(t.row_json(e).ends_with(r#""note":"\ud800"}"#), "carried verbatim: {}", t.row_json(e));
+    }
+
+    #[test]
+    fn ids_and_confidences_read_as_pythons_int_reads_them() {
+        let r = |id: &str, conf: &str| {
+            format!(r#"{{"id":{id},"value":"1.2.3.4","type":"ip","confidence":{conf},"status":"active"}}"#)
+        };
+        // Out-of-range confidences still compete, as they do in the reference.
+        let t = anomali(&[&r("\"1\"", "100"), &r("\"2\"", "150"), &r("\"3\"", "-1")]).unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("2"));
+        // Ids: numbers, signs, white space and `_` between digits; the lowest number wins a tie and
+        // is printed as the table wrote it.
+        let t = anomali(&[&r("\" 1_000 \"", "5"), &r("\"+999\"", "5"), &r("998.7", "5")]);
+        assert!(
+            matches!(t, Ok(ref t) if t.report.rejected.get(&RejectReason::BadId) == Some(&1)),
+            "a float id is refused"
+        );
+        let t =
+            anomali(&[&r("\" 1_000 \"", "5"), &r("\"+999\"", "5"), &r("1001", "5"), &r("\"-3\"", "\" 5 \"")]).unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("-3"));
+        assert_eq!(t.report.rejected_total(), 0);
+        for bad in ["\"1__0\"", "\"_1\"", "\"1_\"", "\"0x10\"", "\"\"", "99999999999999999999"] {
+            let t = anomali(&[&r(bad, "5")]);
+            assert!(matches!(t, Err(TableError::WrongFormat { .. })), "id {bad} must be refused");
+        }
+        let t = anomali(&[&r("\"1\"", "true"), &r("\"2\"", "0.9")]).unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("1"), "true is 1, 0.9 truncates to 0");
+    }
+
+    #[test]
     fn rows_come_back_byte_for_byte_however_they_are_stored() {
         // Compact rows (one shape), rows with white space, escapes or another shape (verbatim).
         let mut lines: Vec<String> =
@@ -1207,7 +1315,7 @@ mod tests {
             "",
             &row(4, "4.4.4.4", "ip", 50, "active", "next tuesday"),
             r#"{"id":"abc","value":"5.5.5.5","type":"ip","status":"active"}"#,
-            r#"{"id":"6","value":"6.6.6.6","type":"ip","status":"active","confidence":101}"#,
+            r#"{"id":"6","value":"6.6.6.6","type":"ip","status":"active","confidence":"high"}"#,
             &row(7, "7.7.7.7", "ip", 50, "active", ""),
         ])
         .unwrap();
@@ -1299,6 +1407,22 @@ mod tests {
     }
 
     #[test]
+    fn csv_line_numbers_hold_with_crlf_and_blank_lines() {
+        let one = TableSpec { kind: Some(Kind::Ip), ..spec(Format::Csv) };
+        let body = b"value,status\r\n1.1.1.1,active\r\n\r\n\r\n2.2.2.2,active\r\nnope,active\r\n3.3.3.3,\"a\r\nb\"\r\n4.4.4.4,active\r\n";
+        let t = Table::from_bytes(&one, body.to_vec(), now()).unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.1.1.1").as_deref(), Some("2"));
+        assert_eq!(winner(&t, Kind::Ip, "2.2.2.2").as_deref(), Some("5"));
+        assert_eq!(t.report.examples.iter().map(|e| e.line).collect::<Vec<_>>(), vec![6]);
+        // A quoted field spanning lines: the row starts on line 7 (its status is not "active").
+        assert_eq!(winner(&t, Kind::Ip, "3.3.3.3"), None);
+        assert_eq!(winner(&t, Kind::Ip, "4.4.4.4").as_deref(), Some("9"));
+        let lf = Table::from_bytes(&one, b"value\n\n1.1.1.1\n1.1.1\n".to_vec(), now()).unwrap();
+        assert_eq!(winner(&lf, Kind::Ip, "1.1.1.1").as_deref(), Some("3"));
+        assert_eq!(lf.report.examples[0].line, 4);
+    }
+
+    #[test]
     fn list_tables_skip_comments_and_blank_lines() {
         let list = TableSpec { kind: Some(Kind::Ip), ..spec(Format::List) };
         let t =
@@ -1318,6 +1442,8 @@ mod tests {
         assert_eq!(t("2026-01-02T03:04:05Z").as_deref(), Some("2026-01-02 03:04:05"));
         assert_eq!(t("2026-01-02T03:04:05.123456Z").as_deref(), Some("2026-01-02 03:04:05"));
         assert_eq!(t("2026-1-2 3:4:5").as_deref(), Some("2026-01-02 03:04:05"));
+        // Python cuts at 19 characters before strptime, which reads a run of spaces as one.
+        assert_eq!(t("2026-01-02  03:04:05").as_deref(), Some("2026-01-02 03:04:00"));
         assert_eq!(t("2026-02-30 00:00:00"), None);
         assert_eq!(t("tomorrow"), None);
     }

@@ -138,6 +138,7 @@ fn unreadable_alert_lines_are_reported_and_the_rest_enriched() {
     let good = std::fs::read_to_string(fixture("alerts.jsonl")).unwrap();
     let first = good.lines().next().unwrap();
     std::fs::write(&alerts, format!("{first}\n{{\"id\": \"broken\", \"events\": [\n{first}\n")).unwrap();
+    let tsv = dir.path().join("m.tsv");
     let out = run(bin().args([
         "enrich",
         "--table",
@@ -146,11 +147,17 @@ fn unreadable_alert_lines_are_reported_and_the_rest_enriched() {
         alerts.to_str().unwrap(),
         "--now",
         "2026-01-01T00:00:00Z",
+        "--out",
+        tsv.to_str().unwrap(),
     ]));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "a skipped alert must not look like success: {stdout}{stderr}");
     assert!(stdout.contains("alerts 2,"), "{stdout}");
     assert!(stderr.contains("alerts.jsonl:2: not an alert JSON object"), "{stderr}");
+    // The readable alerts' matches are written all the same.
+    let id = serde_json::from_str::<serde_json::Value>(first).unwrap()["id"].as_str().unwrap().to_owned();
+    let tsv = std::fs::read_to_string(tsv).unwrap();
+    assert!(!tsv.is_empty() && tsv.lines().all(|l| l.starts_with(&id)), "{tsv}");
 }
 
 #[test]
