@@ -316,13 +316,7 @@ mod tests {
     fn typed_readers_read_every_valid_mutant() {
         let seed = r#"{"a":["1.2.3.4","\ud83d\ude00",1e3,-0.5,true,null,{"b":[]}],"c\u0064":"x\ty","e":{"f":"g"}}"#;
         let alphabet: &[u8] = b"{}[]\":,\\ 0123456789.eE+-truefalsnuldDcCaA8";
-        let mut rng: u64 = 0x2545_F491_4F6C_DD1D;
-        let mut next = |n: usize| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % n as u64) as usize
-        };
+        let mut next = scan::test_rng(0x2545_F491_4F6C_DD1D);
         let mut valid = 0;
         for _ in 0..30_000 {
             let mut b = seed.as_bytes().to_vec();

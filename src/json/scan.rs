@@ -409,6 +409,17 @@ pub fn is_valid(s: &str) -> bool {
     sc.value(0).is_some() && sc.end().is_some()
 }
 
+/// A seeded xorshift generator for the mutation tests here and in `json`: `next(n)` is in `0..n`.
+#[cfg(test)]
+pub(crate) fn test_rng(mut state: u64) -> impl FnMut(usize) -> usize {
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,13 +506,7 @@ mod tests {
             r#"{"events":[{"p_any_ip_addresses":["1.2.3.4","::1"],"n":{"a":[1,2,{"b":"c\u00e9\n"}]}}],"id":"a"}"#,
         ];
         let alphabet: &[u8] = b"{}[]\":,\\ 0123456789.eE+-truefalsnl\t\x01abcu/";
-        let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = |n: usize| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (rng % n as u64) as usize
-        };
+        let mut next = test_rng(0x9E37_79B9_7F4A_7C15);
         let mut accepted_mutants = 0;
         for round in 0..40_000 {
             let mut b = seeds[round % seeds.len()].as_bytes().to_vec();

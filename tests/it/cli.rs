@@ -8,6 +8,12 @@ fn fixture(name: &str) -> String {
     repo().join("fixtures").join(name).to_str().unwrap().to_owned()
 }
 
+/// `enrich` with the fixture's Anomali table on `alerts`, on the fixtures' clock, plus `extra`.
+fn enrich_fixture(alerts: &str, extra: &[&str]) -> std::process::Output {
+    let table = fixture("anomali.jsonl");
+    run(bin().args(["enrich", "--table", &table, "--alerts", alerts, "--now", "2026-01-01T00:00:00Z"]).args(extra))
+}
+
 /// The README's first command, in full.
 fn enrich_fixtures(out: &std::path::Path, enriched: &std::path::Path) -> std::process::Output {
     run(bin().args([
@@ -69,19 +75,10 @@ fn enrich_reports_tables_and_matches_and_writes_both_outputs() {
 fn a_custom_selector_reads_only_its_log_type() {
     let dir = tempfile::tempdir().unwrap();
     let tsv = dir.path().join("m.tsv");
-    let out = run(bin().args([
-        "enrich",
-        "--table",
-        &fixture("anomali.jsonl"),
-        "--alerts",
+    let out = enrich_fixture(
         &fixture("alerts.jsonl"),
-        "--now",
-        "2026-01-01T00:00:00Z",
-        "--selector",
-        "Okta.SystemLog:sourceIPAddress:ip",
-        "--out",
-        tsv.to_str().unwrap(),
-    ]));
+        &["--selector", "Okta.SystemLog:sourceIPAddress:ip", "--out", tsv.to_str().unwrap()],
+    );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let alerts: Vec<serde_json::Value> = std::fs::read_to_string(fixture("alerts.jsonl"))
         .unwrap()
@@ -139,17 +136,7 @@ fn unreadable_alert_lines_are_reported_and_the_rest_enriched() {
     let first = good.lines().next().unwrap();
     std::fs::write(&alerts, format!("{first}\n{{\"id\": \"broken\", \"events\": [\n{first}\n")).unwrap();
     let tsv = dir.path().join("m.tsv");
-    let out = run(bin().args([
-        "enrich",
-        "--table",
-        &fixture("anomali.jsonl"),
-        "--alerts",
-        alerts.to_str().unwrap(),
-        "--now",
-        "2026-01-01T00:00:00Z",
-        "--out",
-        tsv.to_str().unwrap(),
-    ]));
+    let out = enrich_fixture(alerts.to_str().unwrap(), &["--out", tsv.to_str().unwrap()]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "a skipped alert must not look like success: {stdout}{stderr}");
     assert!(stdout.contains("alerts 2,"), "{stdout}");
