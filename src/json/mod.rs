@@ -26,15 +26,6 @@ pub enum Scalar<'a> {
     Other,
 }
 
-impl Scalar<'_> {
-    pub fn as_str(&self) -> Option<&str> {
-        match self {
-            Scalar::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-}
-
 struct ScalarVisitor<'a>(PhantomData<&'a ()>);
 
 impl<'de: 'a, 'a> Visitor<'de> for ScalarVisitor<'a> {

@@ -420,14 +420,6 @@ impl Index {
     pub fn entry(&self, id: EntryId) -> &Entry {
         &self.entries.list[id as usize]
     }
-
-    pub fn keys(&self) -> usize {
-        self.v4.len() + self.v6.len() + self.text.iter().map(|m| m.len()).sum::<usize>()
-    }
-
-    pub fn networks(&self) -> (usize, usize) {
-        (self.seg4.len(), self.seg6.len())
-    }
 }
 
 #[cfg(test)]
