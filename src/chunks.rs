@@ -5,7 +5,7 @@ use std::io::Read;
 use std::path::Path;
 
 /// Bytes read per chunk.
-pub const CHUNK: usize = 8 << 20;
+pub const CHUNK: usize = 2 << 20;
 
 /// A run of whole lines from a file, with the number of its first line.
 #[derive(Debug)]
@@ -119,6 +119,7 @@ pub type Recycle<'a> = &'a (dyn Fn(Vec<u8>) + Sync);
 /// `consume` may give buffers back through its `Recycle`. When it returns early the reader stops too.
 pub fn read_in_background<R, T>(
     source: R,
+    chunk_size: usize,
     consume: impl FnOnce(&mut dyn Iterator<Item = std::io::Result<Chunk>>, Recycle<'_>) -> T,
 ) -> T
 where
@@ -128,7 +129,7 @@ where
         let (tx, rx) = std::sync::mpsc::sync_channel(2);
         let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
         scope.spawn(move || {
-            let mut reader = ChunkReader::new(source);
+            let mut reader = ChunkReader::with_chunk_size(source, chunk_size);
             loop {
                 let item = reader.next_chunk(returned.try_recv().ok());
                 let stop = !matches!(item, Ok(Some(_)));

@@ -165,6 +165,10 @@ pub fn parse_now(now: Option<&str>) -> anyhow::Result<DateTime<Utc>> {
     }
 }
 
+/// Bytes of alerts read per batch: the buffers are recycled, so small ones keep the memory that
+/// must be freshly mapped small.
+const ALERT_CHUNK: usize = 1 << 20;
+
 /// What the alert lines produced, added up in file order.
 #[derive(Default)]
 struct Totals<'t> {
@@ -220,7 +224,7 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
     let file =
         std::fs::File::open(&a.alerts).with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
     let mut totals = Totals::default();
-    crate::chunks::read_in_background(file, |chunks, recycle| -> anyhow::Result<()> {
+    crate::chunks::read_in_background(file, ALERT_CHUNK, |chunks, recycle| -> anyhow::Result<()> {
         for chunk in chunks {
             let chunk = chunk.with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
             let results: Vec<Result<AlertResult<'_>, String>> = {

@@ -487,7 +487,7 @@ fn load_anomali_from<R: Read + Send>(
     clock: Clock,
 ) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
     let io_err = |source| TableError::Io { path: spec.path.clone(), source };
-    chunks::read_in_background(source, |chunks, recycle| {
+    chunks::read_in_background(source, chunks::CHUNK, |chunks, recycle| {
         load_anomali(spec, &mut chunks.map(|r| r.map_err(io_err)), recycle, size_hint, clock)
     })
 }
