@@ -357,11 +357,14 @@ fn enrich_line<'a, 't>(
     events: &mut Events<'a>,
 ) -> Result<AlertResult<'t>, String> {
     let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8 text: {e}"))?;
+    // The id as the reference prints it (`str(alert["id"])`).
     let id = match AlertLine::parse(text, events)? {
         Some(Scalar::Str(s)) => s.into_owned(),
         Some(Scalar::U64(n)) => n.to_string(),
         Some(Scalar::I64(n)) => n.to_string(),
-        _ => return Err("alert has no `id`".into()),
+        Some(Scalar::F64(f)) => f.to_string(),
+        Some(Scalar::Bool(b)) => if b { "True" } else { "False" }.to_owned(),
+        _ => return Err("alert has no `id` (a string or a number)".into()),
     };
     let e = enrich(events, tables, selectors);
     let mut enriched = Vec::new();

@@ -334,10 +334,14 @@ impl Enrichment {
 
 /// Appends the row object with `p_match` added as its last member (replacing one the row had).
 fn row_with_p_match(out: &mut String, row: &str, value: &str) {
-    if row.contains("p_match") {
+    // A row that has a `p_match` of its own (perhaps written with escapes) gets it replaced.
+    if row.contains("p_match") || row.contains("\\u") {
         if let Ok(obj) = Object::parse(row) {
+            if !obj.members.iter().any(|(k, _)| k == "p_match") {
+                return append_p_match(out, row, value);
+            }
             out.push('{');
-            for (k, v) in obj.members.iter().filter(|(k, _)| k != "p_match") {
+            for (k, v) in obj.members.iter().filter(|(k, _)| *k != "p_match") {
                 write_str_literal(out, k);
                 out.push(':');
                 out.push_str(v);
@@ -349,6 +353,11 @@ fn row_with_p_match(out: &mut String, row: &str, value: &str) {
             return;
         }
     }
+    append_p_match(out, row, value);
+}
+
+/// Appends the row with `p_match` written in before its closing brace.
+fn append_p_match(out: &mut String, row: &str, value: &str) {
     let body = row.trim_end();
     let body = body.strip_suffix('}').unwrap_or(body);
     out.push_str(body);
@@ -677,13 +686,24 @@ mod tests {
         let p: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(p["intel"]["src"]["id"], "1");
 
-        let row = r#"{"id":"5","value":"9.9.9.9","type":"ip","status":"active","p_match":"stale"}"#;
+        for row in [
+            r#"{"id":"5","value":"9.9.9.9","type":"ip","status":"active","p_match":"stale"}"#,
+            r#"{"id":"5","value":"9.9.9.9","type":"ip","status":"active","p\u005fmatch":"stale"}"#,
+        ] {
+            let t = [Table::from_bytes(&TableSpec::anomali("t", "/t"), row.as_bytes().to_vec(), now()).unwrap()];
+            let ev = events(&[r#"{"p_any_ip_addresses":["9.9.9.9"]}"#]);
+            let text = enrich(&ev, &t, &Selectors::default()).p_enrichment(0, &t, &Selectors::default());
+            let p: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let members = p["t"]["p_any_ip_addresses"][0].as_object().unwrap().len();
+            assert_eq!(members, 5, "one p_match, the table's replaced: {text}");
+            assert_eq!(p["t"]["p_any_ip_addresses"][0]["p_match"], "9.9.9.9");
+        }
+        // A row with other escapes keeps its bytes.
+        let row = r#"{"id":"6","value":"9.9.9.8","type":"ip","status":"active","note":"caf\u00e9"}"#;
         let t = [Table::from_bytes(&TableSpec::anomali("t", "/t"), row.as_bytes().to_vec(), now()).unwrap()];
-        let ev = events(&[r#"{"p_any_ip_addresses":["9.9.9.9"]}"#]);
+        let ev = events(&[r#"{"p_any_ip_addresses":["9.9.9.8"]}"#]);
         let text = enrich(&ev, &t, &Selectors::default()).p_enrichment(0, &t, &Selectors::default());
-        assert_eq!(text.matches("p_match").count(), 1, "{text}");
-        let p: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(p["t"]["p_any_ip_addresses"][0]["p_match"], "9.9.9.9");
+        assert!(text.contains(r#""note":"caf\u00e9","p_match":"9.9.9.8"}"#), "{text}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub struct Entry {
     pub id: Span,
     pub modified: Span,
     pub id_num: i64,
-    pub confidence: i32,
+    pub confidence: i64,
 }
 
 /// A byte range in an arena.
@@ -428,7 +428,7 @@ mod tests {
     use crate::indicator::normalize;
 
     /// Builds an index from (key, confidence, modified, id) rows of kind ip.
-    fn build(rows: &[(&str, i32, &str, i64)]) -> Index {
+    fn build(rows: &[(&str, i64, &str, i64)]) -> Index {
         let mut b = IndexBuilder::default();
         for (key, confidence, modified, id_num) in rows {
             if b.entries.rows.is_empty() {

@@ -416,7 +416,7 @@ struct Parsed {
     keys: SmallVec<[Key<'static>; 1]>,
     eligible: bool,
     expires: Option<NaiveDateTime>,
-    confidence: i32,
+    confidence: i64,
     id_num: i64,
     /// The id and `modified_ts` texts, written to the block beside the row.
     id: (u32, u32),
@@ -486,8 +486,18 @@ fn load_anomali_from<R: Read + Send>(
     size_hint: u64,
     clock: Clock,
 ) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
+    load_anomali_chunked(spec, source, size_hint, clock, chunks::CHUNK)
+}
+
+fn load_anomali_chunked<R: Read + Send>(
+    spec: &TableSpec,
+    source: R,
+    size_hint: u64,
+    clock: Clock,
+    chunk_size: usize,
+) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
     let io_err = |source| TableError::Io { path: spec.path.clone(), source };
-    chunks::read_in_background(source, chunks::CHUNK, |chunks, recycle| {
+    chunks::read_in_background(source, chunk_size, |chunks, recycle| {
         load_anomali(spec, &mut chunks.map(|r| r.map_err(io_err)), recycle, size_hint, clock)
     })
 }
@@ -533,7 +543,8 @@ fn load_anomali(
             chunk.bytes.drain(..3);
         }
         first = false;
-        // Shapes found while absorbing the previous chunk serve from the next one on.
+        // Shapes are interned while a chunk is absorbed, which runs beside the next chunk's parse:
+        // a shape first seen in chunk n serves rows from chunk n + 2 on.
         let shapes = b.entries.shapes.clone();
         let (_, batches) = rayon::join(
             || {
@@ -584,7 +595,12 @@ fn parse_chunk(chunk: &Chunk, shapes: &Shapes, now: NaiveDateTime) -> Vec<Batch>
             let block = Vec::with_capacity(lines.iter().map(|(_, l)| l.len()).sum::<usize>() * 3 / 4);
             let mut out = BatchOut { block, hint: ShapeHint::default(), members: Vec::with_capacity(32) };
             let rows = lines.iter().map(|(n, l)| (*n, parse_anomali_row(l, now, shapes, &mut out))).collect();
-            Batch { rows, block: out.block }
+            let mut block = out.block;
+            if block.len() < block.capacity() / 2 {
+                // Mostly ineligible rows: the block is kept for the table's life, so keep it small.
+                block.shrink_to_fit();
+            }
+            Batch { rows, block }
         })
         .collect()
 }
@@ -614,9 +630,10 @@ struct AnomaliRow<'a> {
 /// Every member of a row as (key, raw value), where the fast scanner read it; one buffer per batch.
 type Members<'a> = Vec<(&'a str, &'a str)>;
 
-/// The longest row kept. Real indicator rows are a few KiB; the cap keeps a batch's block (2,048 rows)
-/// well inside its 32-bit offsets whatever a feed holds.
-pub const MAX_ROW_BYTES: usize = 1 << 20;
+/// The longest row kept. Real indicator rows are a few KiB, and a `match` list of 100k addresses is
+/// under 2 MiB; a longer line is a broken feed. The cap also bounds row blocks (at most twice a chunk
+/// plus one row) far inside their 32-bit offsets.
+pub const MAX_ROW_BYTES: usize = 64 << 20;
 
 /// The longest piece of a rejected value quoted in a message.
 const QUOTE: usize = 80;
@@ -772,7 +789,9 @@ fn parse_anomali_row<'a>(line: &'a [u8], now: NaiveDateTime, shapes: &Shapes, ou
     let (id_num, id) = parse_id(row.id.as_ref())?;
     let confidence = parse_confidence(row.confidence.as_ref())?;
     let expires = match &row.expiration_ts {
-        None | Some(Scalar::Null) => None,
+        // The reference's `if not s`: absent, null, "", 0 and false all mean "never expires".
+        None | Some(Scalar::Null | Scalar::Bool(false) | Scalar::U64(0) | Scalar::I64(0)) => None,
+        Some(Scalar::F64(f)) if *f == 0.0 => None,
         Some(Scalar::Str(s)) if s.is_empty() => None,
         Some(Scalar::Str(s)) => Some(parse_ts(s).ok_or_else(|| {
             (RejectReason::BadExpiration, format!("expiration_ts {} is not a \"YYYY-MM-DD HH:MM:SS\" time", quote(s)))
@@ -848,43 +867,46 @@ fn py_int(s: &str) -> Option<i64> {
     Some(if neg { -n } else { n })
 }
 
-/// A row's `id`: its number for the winner rule and its text for output, both as the reference
-/// takes them (`int(id)` and `str(id)`).
+/// A row's `id`: its number for the winner rule and its text for output, as the reference takes them
+/// (`int(id)` when two rows tie, `str(id)` in the output). An id `int()` cannot read still matches
+/// (the reference only reads the number on a tie, where it then crashes); it ranks after every
+/// numeric id, which keeps ties decided.
 fn parse_id<'a>(id: Option<&Scalar<'a>>) -> Result<(i64, Cow<'a, str>), (RejectReason, String)> {
-    let bad = |what: String| Err((RejectReason::BadId, format!("id {what} is not an integer (as a string or number)")));
     match id {
-        Some(Scalar::Str(s)) => match py_int(s) {
-            Some(n) => Ok((n, s.clone())),
-            None => bad(quote(s)),
-        },
-        Some(Scalar::U64(n)) => match i64::try_from(*n) {
-            Ok(v) => Ok((v, Cow::Owned(n.to_string()))),
-            Err(_) => bad(n.to_string()),
-        },
+        Some(Scalar::Str(s)) => Ok((py_int(s).unwrap_or(NON_NUMERIC_ID), s.clone())),
+        Some(Scalar::U64(n)) => Ok((i64::try_from(*n).unwrap_or(NON_NUMERIC_ID), Cow::Owned(n.to_string()))),
         Some(Scalar::I64(n)) => Ok((*n, Cow::Owned(n.to_string()))),
-        Some(other) => bad(format!("{other:?}")),
-        None => Err((RejectReason::BadId, "no `id` (an integer, as a string or number)".into())),
+        Some(Scalar::Bool(b)) => Ok((i64::from(*b), Cow::Borrowed(if *b { "True" } else { "False" }))),
+        // JSON's -0 reads as a float; Python reads it as the integer 0.
+        Some(Scalar::F64(f)) if *f == 0.0 => Ok((0, Cow::Borrowed("0"))),
+        Some(Scalar::F64(f)) if f.is_finite() => Ok((py_trunc(*f), Cow::Owned(f.to_string()))),
+        Some(other) => Err((RejectReason::BadId, format!("id {other:?} is neither a string nor a number"))),
+        None => Err((RejectReason::BadId, "no `id`".into())),
     }
 }
 
+/// Where the winner rule puts an id that is not a number Python's `int()` reads (or beyond i64).
+const NON_NUMERIC_ID: i64 = i64::MAX;
+
+/// Python's `int(float)`: toward zero, saturating where i64 ends.
+fn py_trunc(f: f64) -> i64 {
+    // `as` saturates, and NaN cannot reach here (checked finite by the callers).
+    f.trunc() as i64
+}
+
 /// A row's `confidence` as the reference takes it (`int(confidence)`, 0 when absent). ENRICHMENT.md
-/// says 0 to 100, but a feed's 150 or -1 still matches there, so it matches here too.
-fn parse_confidence(c: Option<&Scalar<'_>>) -> Result<i32, (RejectReason, String)> {
+/// says 0 to 100, but a feed's 150 or -1 still competes there, so it competes here too.
+fn parse_confidence(c: Option<&Scalar<'_>>) -> Result<i64, (RejectReason, String)> {
     let bad = |what: String| Err((RejectReason::BadConfidence, format!("confidence {what} is not an integer")));
-    let n: i64 = match c {
-        None | Some(Scalar::Null) => 0,
-        Some(Scalar::U64(n)) => i64::try_from(*n).unwrap_or(i64::MAX),
-        Some(Scalar::I64(n)) => *n,
-        // Python's int() truncates toward zero.
-        Some(Scalar::F64(f)) if f.is_finite() => f.trunc() as i64,
-        Some(Scalar::Bool(b)) => i64::from(*b),
-        Some(Scalar::Str(s)) => match py_int(s) {
-            Some(n) => n,
-            None => return bad(quote(s)),
-        },
-        Some(other) => return bad(format!("{other:?}")),
-    };
-    i32::try_from(n).map_or_else(|_| bad(n.to_string()), Ok)
+    match c {
+        None | Some(Scalar::Null) => Ok(0),
+        Some(Scalar::U64(n)) => Ok(i64::try_from(*n).unwrap_or(i64::MAX)),
+        Some(Scalar::I64(n)) => Ok(*n),
+        Some(Scalar::F64(f)) if f.is_finite() => Ok(py_trunc(*f)),
+        Some(Scalar::Bool(b)) => Ok(i64::from(*b)),
+        Some(Scalar::Str(s)) => py_int(s).map_or_else(|| bad(quote(s)), Ok),
+        Some(other) => bad(format!("{other:?}")),
+    }
 }
 
 /// A timestamp as the reference reads it: `T` may stand for the space, trailing `Z`s are dropped,
@@ -1098,6 +1120,14 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
         if text.is_empty() || text.starts_with('#') {
             continue;
         }
+        if text.len() > MAX_ROW_BYTES {
+            report.reject(Rejection {
+                line,
+                reason: RejectReason::RowTooLong,
+                detail: format!("{} bytes, more than the {MAX_ROW_BYTES} a row may hold", text.len()),
+            });
+            continue;
+        }
         match normalize(kind, text, true) {
             Ok(key) => {
                 report.accept(true);
@@ -1246,30 +1276,65 @@ mod tests {
     }
 
     #[test]
-    fn ids_and_confidences_read_as_pythons_int_reads_them() {
+    fn ids_and_confidences_read_as_the_reference_reads_them() {
         let r = |id: &str, conf: &str| {
             format!(r#"{{"id":{id},"value":"1.2.3.4","type":"ip","confidence":{conf},"status":"active"}}"#)
         };
-        // Out-of-range confidences still compete, as they do in the reference.
-        let t = anomali(&[&r("\"1\"", "100"), &r("\"2\"", "150"), &r("\"3\"", "-1")]).unwrap();
+        // Out-of-range confidences still compete, as they do in the reference, even beyond 32 bits.
+        let t = anomali(&[&r("\"1\"", "100"), &r("\"2\"", "3000000000"), &r("\"3\"", "-1")]).unwrap();
         assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("2"));
-        // Ids: numbers, signs, white space and `_` between digits; the lowest number wins a tie and
-        // is printed as the table wrote it.
-        let t = anomali(&[&r("\" 1_000 \"", "5"), &r("\"+999\"", "5"), &r("998.7", "5")]);
-        assert!(
-            matches!(t, Ok(ref t) if t.report.rejected.get(&RejectReason::BadId) == Some(&1)),
-            "a float id is refused"
-        );
+        // Ids as Python's int() reads them on a tie: white space, signs, `_` between digits, floats
+        // truncated, true as 1; the lowest wins and is printed as the table wrote it.
         let t =
             anomali(&[&r("\" 1_000 \"", "5"), &r("\"+999\"", "5"), &r("1001", "5"), &r("\"-3\"", "\" 5 \"")]).unwrap();
         assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("-3"));
-        assert_eq!(t.report.rejected_total(), 0);
-        for bad in ["\"1__0\"", "\"_1\"", "\"1_\"", "\"0x10\"", "\"\"", "99999999999999999999"] {
-            let t = anomali(&[&r(bad, "5")]);
-            assert!(matches!(t, Err(TableError::WrongFormat { .. })), "id {bad} must be refused");
+        let t = anomali(&[&r("4.7", "5"), &r("\"5\"", "5")]).unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("4.7"));
+        let t = anomali(&[&r("true", "5"), &r("\"2\"", "5")]).unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("True"));
+        // An id int() cannot read still matches alone, and loses a tie to any numeric id.
+        let t = anomali(&[&r("\"abc\"", "5")]).unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("abc"));
+        let t = anomali(&[&r("\"1__0\"", "5"), &r("\"99999\"", "5")]).unwrap();
+        assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("99999"));
+        // Only a missing id, or one that is a list or an object, is refused.
+        for bad in [r#"{"value":"1.2.3.4","type":"ip","status":"active"}"#.to_owned(), r("[1]", "5"), r("{}", "5")] {
+            let t = anomali(&[&bad, &r("\"7\"", "5")]).unwrap();
+            assert_eq!(t.report.rejected.get(&RejectReason::BadId), Some(&1), "{bad}");
         }
         let t = anomali(&[&r("\"1\"", "true"), &r("\"2\"", "0.9")]).unwrap();
         assert_eq!(winner(&t, Kind::Ip, "1.2.3.4").as_deref(), Some("1"), "true is 1, 0.9 truncates to 0");
+        let never = r#"{"id":"8","value":"8.8.8.8","type":"ip","status":"active","expiration_ts":0}"#;
+        assert_eq!(winner(&anomali(&[never]).unwrap(), Kind::Ip, "8.8.8.8").as_deref(), Some("8"), "0 never expires");
+    }
+
+    #[test]
+    fn compact_rows_come_back_byte_for_byte() {
+        // Small chunks, so that shapes found in the first chunks serve most rows.
+        let lines: Vec<String> = (0..3000)
+            .map(|i| match i % 5 {
+                0 => row(i + 1, &format!("10.2.{}.{}", i / 250, i % 250), "ip", 9, "active", ""),
+                1 => format!(r#"{{"id":"{}","value":"10.2.{}.{}","type":"ip","status":"active","tags":[{{"a":"b,c"}},"]"],"n":-1.5e3}}"#, i + 1, i / 250, i % 250),
+                2 => format!(r#"{{"id":"{}","value":"10.2.{}.{}","type":"ip","status":"active","s":"x\"y\\z \u00e9"}}"#, i + 1, i / 250, i % 250),
+                3 => format!(r#"{{ "id":"{}","value":"10.2.{}.{}","type":"ip","status":"active"}}"#, i + 1, i / 250, i % 250),
+                _ => format!(r#"{{"id":"{}","value":"10.2.{}.{}","type":"ip","status":"active","empty":{{}},"list":[]}}"#, i + 1, i / 250, i % 250),
+            })
+            .collect();
+        let body = lines.join("\n").into_bytes();
+        let size = body.len() as u64;
+        let clock = Clock { now: now().naive_utc(), earliest_expiry: None };
+        let (index, report, _) =
+            load_anomali_chunked(&spec(Format::Anomali), std::io::Cursor::new(body), size, clock, 4096).unwrap();
+        let t = Table { spec: spec(Format::Anomali), index, report, valid_until: None };
+        let compact = t.index.entries.list.iter().filter(|e| e.shape != VERBATIM).count();
+        assert!(compact > 2000, "only {compact} of 3000 rows stored compactly");
+        assert!(t.index.entries.shapes.len() >= 4, "{} shapes", t.index.entries.shapes.len());
+        for (i, line) in lines.iter().enumerate() {
+            let ip = format!("10.2.{}.{}", i / 250, i % 250);
+            let e = t.lookup(&normalize(Kind::Ip, &ip, false).unwrap()).unwrap();
+            assert_eq!(t.row_json(e), line.as_str(), "row {i}");
+            assert_eq!(t.entry_id(e), (i + 1).to_string());
+        }
     }
 
     #[test]
@@ -1288,7 +1353,6 @@ mod tests {
             let e = t.lookup(&normalize(Kind::Ip, &ip, false).unwrap()).unwrap();
             assert_eq!(t.row_json(e), line.as_str(), "row {i}");
         }
-        assert!(!t.index.entries.shapes.is_empty(), "rows of one shape are stored compactly");
     }
 
     #[test]
@@ -1333,7 +1397,7 @@ mod tests {
             &row(3, "999.1.1.1", "ip", 50, "active", ""),
             "",
             &row(4, "4.4.4.4", "ip", 50, "active", "next tuesday"),
-            r#"{"id":"abc","value":"5.5.5.5","type":"ip","status":"active"}"#,
+            r#"{"value":"5.5.5.5","type":"ip","status":"active"}"#,
             r#"{"id":"6","value":"6.6.6.6","type":"ip","status":"active","confidence":"high"}"#,
             &row(7, "7.7.7.7", "ip", 50, "active", ""),
         ])
@@ -1388,22 +1452,34 @@ mod tests {
     }
 
     #[test]
-    fn rows_across_chunk_boundaries_and_a_row_too_long() {
-        // 20,000 rows straddle the reader's chunk boundaries; a row longer than a chunk and than the
-        // row cap is rejected with its line, and the rows around it load.
+    fn rows_across_chunk_boundaries_and_a_row_longer_than_a_chunk() {
+        // 20,000 rows straddle the reader's chunk boundaries; one row is longer than a chunk.
         let pad = "x".repeat(CHUNK + 10);
         let big =
             format!(r#"{{"id":"1","value":"9.9.9.9","type":"ip","status":"active","confidence":1,"pad":"{pad}"}}"#);
         let mut lines: Vec<String> =
             (0..20_000).map(|i| row(i + 10, &format!("10.0.{}.{}", i / 256, i % 256), "ip", 1, "active", "")).collect();
-        lines.insert(7_000, big);
+        lines.insert(7_000, big.clone());
         let t = anomali(&lines.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-        assert_eq!(t.report.rows, 20_001);
-        assert_eq!(winner(&t, Kind::Ip, "9.9.9.9"), None);
-        assert_eq!(t.report.rejected.get(&RejectReason::RowTooLong), Some(&1));
-        assert_eq!(t.report.examples[0].line, 7_001);
+        assert_eq!((t.report.rows, t.report.rejected_total()), (20_001, 0));
+        let e = t.lookup(&normalize(Kind::Ip, "9.9.9.9", false).unwrap()).unwrap();
+        assert_eq!(t.row_json(e), big.as_str());
         assert_eq!(winner(&t, Kind::Ip, "10.0.78.31").as_deref(), Some(&*(78 * 256 + 31 + 10).to_string()));
         assert_eq!(winner(&t, Kind::Ip, "10.0.27.87").as_deref(), Some(&*(27 * 256 + 87 + 10).to_string()));
+    }
+
+    #[test]
+    fn a_row_longer_than_the_cap_is_rejected_with_its_line() {
+        let list = TableSpec { kind: Some(Kind::Url), ..spec(Format::List) };
+        let long = format!("https://x/{}", "a".repeat(MAX_ROW_BYTES));
+        let t = Table::from_bytes(&list, format!("https://ok/\n{long}\nhttps://ok2/\n").into_bytes(), now()).unwrap();
+        assert_eq!(t.report.rejected.get(&RejectReason::RowTooLong), Some(&1));
+        assert_eq!((t.report.examples[0].line, t.report.eligible), (2, 2));
+        let mut anomali_row = row(1, "1.1.1.1", "ip", 1, "active", "");
+        anomali_row.insert_str(1, &format!(r#""pad":"{}","#, "y".repeat(MAX_ROW_BYTES)));
+        let t = anomali(&[&anomali_row, &row(2, "2.2.2.2", "ip", 1, "active", "")]).unwrap();
+        assert_eq!(t.report.rejected.get(&RejectReason::RowTooLong), Some(&1));
+        assert_eq!(winner(&t, Kind::Ip, "2.2.2.2").as_deref(), Some("2"));
     }
 
     #[test]
@@ -1431,13 +1507,13 @@ mod tests {
     #[test]
     fn csv_line_numbers_hold_with_crlf_and_blank_lines() {
         let one = TableSpec { kind: Some(Kind::Ip), ..spec(Format::Csv) };
-        let body = b"value,status\r\n1.1.1.1,active\r\n\r\n\r\n2.2.2.2,active\r\nnope,active\r\n3.3.3.3,\"a\r\nb\"\r\n4.4.4.4,active\r\n";
+        let body = b"value,note\r\n1.1.1.1,x\r\n\r\n\r\n2.2.2.2,x\r\nnope,x\r\n3.3.3.3,\"a\r\nb\"\r\n4.4.4.4,x\r\n";
         let t = Table::from_bytes(&one, body.to_vec(), now()).unwrap();
         assert_eq!(winner(&t, Kind::Ip, "1.1.1.1").as_deref(), Some("2"));
         assert_eq!(winner(&t, Kind::Ip, "2.2.2.2").as_deref(), Some("5"));
         assert_eq!(t.report.examples.iter().map(|e| e.line).collect::<Vec<_>>(), vec![6]);
-        // A quoted field spanning lines: the row starts on line 7 (its status is not "active").
-        assert_eq!(winner(&t, Kind::Ip, "3.3.3.3"), None);
+        // A quoted field spanning lines: the row starts on line 7, the next on line 9.
+        assert_eq!(winner(&t, Kind::Ip, "3.3.3.3").as_deref(), Some("7"));
         assert_eq!(winner(&t, Kind::Ip, "4.4.4.4").as_deref(), Some("9"));
         let lf = Table::from_bytes(&one, b"value\n\n1.1.1.1\n1.1.1\n".to_vec(), now()).unwrap();
         assert_eq!(winner(&lf, Kind::Ip, "1.1.1.1").as_deref(), Some("3"));
