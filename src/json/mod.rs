@@ -95,6 +95,30 @@ impl<'a> Values<'a> {
         };
         one.into_iter().chain(many.iter())
     }
+
+    /// Reads one value or a list of values from raw JSON text.
+    pub fn parse(raw: &'a str) -> Result<Values<'a>, serde_json::Error> {
+        if raw.starts_with('[') {
+            let mut out = SmallVec::new();
+            // One element serde_json cannot decode must not cost the others: `read` never fails.
+            let fast = scan::walk_array(raw, |sc, d| {
+                let e = match sc.plain_string() {
+                    Some(s) => Scalar::Str(Cow::Borrowed(s)),
+                    None => Scalar::read(sc.value(d)?),
+                };
+                out.push(e);
+                Some(())
+            });
+            return match fast {
+                Some(()) => Ok(Values::Many(out)),
+                None => serde_json::from_str(raw),
+            };
+        }
+        if scan::is_valid(raw) {
+            return Ok(Values::One(Scalar::read(raw)));
+        }
+        Scalar::parse(raw).map(Values::One)
+    }
 }
 
 struct ValuesVisitor<'a>(PhantomData<&'a ()>);
@@ -239,32 +263,6 @@ impl<'a> Scalar<'a> {
                 None => Scalar::Other,
             },
         }
-    }
-}
-
-impl<'a> Values<'a> {
-    /// Reads one value or a list of values from raw JSON text.
-    pub fn parse(raw: &'a str) -> Result<Values<'a>, serde_json::Error> {
-        if raw.starts_with('[') {
-            let mut out = SmallVec::new();
-            // One element serde_json cannot decode must not cost the others: `read` never fails.
-            let fast = scan::walk_array(raw, |sc, d| {
-                let e = match sc.plain_string() {
-                    Some(s) => Scalar::Str(Cow::Borrowed(s)),
-                    None => Scalar::read(sc.value(d)?),
-                };
-                out.push(e);
-                Some(())
-            });
-            return match fast {
-                Some(()) => Ok(Values::Many(out)),
-                None => serde_json::from_str(raw),
-            };
-        }
-        if scan::is_valid(raw) {
-            return Ok(Values::One(Scalar::read(raw)));
-        }
-        Scalar::parse(raw).map(Values::One)
     }
 }
 

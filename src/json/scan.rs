@@ -8,13 +8,8 @@
 //! caller falls back to serde_json, which then decides and explains. A differential test holds the
 //! two to the same verdicts.
 
-use smallvec::SmallVec;
-
 /// serde_json's recursion limit: deeper values are refused by it, so we never accept them.
 const MAX_DEPTH: u32 = 128;
-
-/// Top-level members of an object: unescaped key text and the raw text of the value.
-pub type Members<'a> = SmallVec<[(&'a str, &'a str); 24]>;
 
 /// A cursor over JSON text that validates as it goes. Callers walk objects and arrays with
 /// callbacks that must consume exactly one value each (`value` does for anything they skip).
@@ -241,17 +236,8 @@ impl<'a> Scanner<'a> {
             self.eat(b':')?;
             self.ws();
             member(self, RawKey { text: key, escaped }, depth)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.next_or_close(b'}')? {
+                return Some(());
             }
         }
     }
@@ -269,19 +255,22 @@ impl<'a> Scanner<'a> {
         }
         loop {
             element(self, depth)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.next_or_close(b']')? {
+                return Some(());
             }
         }
+    }
+
+    /// After a member or element: past a `,` (false) or the closing `close` (true); `None` if
+    /// neither follows.
+    fn next_or_close(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let c = self.peek()?;
+        self.i += 1;
+        if c == close {
+            return Some(true);
+        }
+        (c == b',').then(|| self.ws()).map(|()| false)
     }
 
     fn end(&mut self) -> Option<()> {
@@ -363,10 +352,11 @@ pub fn walk_object<'a>(s: &'a str, member: impl FnMut(&mut Scanner<'a>, RawKey<'
     sc.end()
 }
 
-/// The members of the JSON object `s`, after checking all of `s` is valid JSON. `None` where it is
-/// not, or where a key has escapes (the caller then asks serde_json).
-pub fn object_members(s: &str) -> Option<Members<'_>> {
-    let mut out = Members::new();
+/// The members of the JSON object `s` (plain keys only), after checking all of `s` is valid JSON;
+/// the tests' view of what `walk_object` hands over.
+#[cfg(test)]
+fn object_members(s: &str) -> Option<Vec<(&str, &str)>> {
+    let mut out = Vec::new();
     walk_object(s, |sc, k, d| {
         let v = sc.value(d)?;
         out.push(((!k.escaped).then_some(k.text)?, v));
@@ -381,19 +371,6 @@ pub fn walk_array<'a>(s: &'a str, element: impl FnMut(&mut Scanner<'a>, u32) -> 
     sc.ws();
     sc.array(1, element)?;
     sc.end()
-}
-
-/// The raw elements of the JSON array `s`, after checking all of `s` is valid JSON.
-pub fn array_elements(s: &str) -> Option<SmallVec<[&str; 8]>> {
-    let mut out = SmallVec::new();
-    let mut sc = Scanner::new(s);
-    sc.ws();
-    sc.array(1, |sc, d| {
-        out.push(sc.value(d)?);
-        Some(())
-    })?;
-    sc.end()?;
-    Some(out)
 }
 
 /// The content of a JSON string literal that has no escapes (raw text from this scanner).
@@ -435,7 +412,9 @@ mod tests {
         assert_eq!(got, vec![("a", "1"), ("b", r#""x\"y""#), ("c", r#"[1, {"d": null}]"#), ("e", "-0.5e+3")]);
         assert_eq!(plain_str(r#""x\"y""#), None);
         assert_eq!(plain_str(r#""xy""#), Some("xy"));
-        assert_eq!(array_elements(r#"["a", "b"]"#).unwrap().as_slice(), &[r#""a""#, r#""b""#]);
+        let mut elements = Vec::new();
+        walk_array(r#"["a", "b"]"#, |sc, d| sc.value(d).map(|v| elements.push(v))).unwrap();
+        assert_eq!(elements, [r#""a""#, r#""b""#]);
     }
 
     #[test]
