@@ -16,7 +16,11 @@
 pub mod bench;
 pub mod chunks;
 pub mod cli;
+pub mod config;
 pub mod enrich;
 pub mod indicator;
 pub mod json;
+pub mod panther;
+pub mod regex;
 pub mod tables;
+pub mod triage;

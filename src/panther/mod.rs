@@ -1,0 +1,432 @@
+//! Panther's API as the rest of the daemon sees it: plain types, one client trait, typed errors.
+//!
+//! Only this module knows the wire formats. [`rest`] speaks the REST API
+//! (`../shared/panther/panther_open_api_v3_spec.yaml`); the pipeline is generic over [`PantherApi`],
+//! so another transport plugs in without touching it.
+
+pub mod rest;
+mod retry;
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+pub use rest::RestClient;
+pub use retry::RetryPolicy;
+
+/// An alert's status. `CLOSED` is what Panther's UI calls "Invalid".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Open,
+    Triaged,
+    Resolved,
+    Closed,
+}
+
+impl Status {
+    pub const ALL: [Status; 4] = [Status::Open, Status::Triaged, Status::Resolved, Status::Closed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Open => "OPEN",
+            Status::Triaged => "TRIAGED",
+            Status::Resolved => "RESOLVED",
+            Status::Closed => "CLOSED",
+        }
+    }
+
+    /// Reads a status as a user writes it: any case, `INVALID` for `CLOSED`.
+    pub fn parse(s: &str) -> Option<Status> {
+        match s.to_ascii_uppercase().as_str() {
+            "OPEN" => Some(Status::Open),
+            "TRIAGED" => Some(Status::Triaged),
+            "RESOLVED" => Some(Status::Resolved),
+            "CLOSED" | "INVALID" => Some(Status::Closed),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Severity {
+    Critical,
+    High,
+    Medium,
+    Low,
+    Info,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 5] = [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Info];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "CRITICAL",
+            Severity::High => "HIGH",
+            Severity::Medium => "MEDIUM",
+            Severity::Low => "LOW",
+            Severity::Info => "INFO",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Severity> {
+        Severity::ALL.into_iter().find(|v| v.as_str().eq_ignore_ascii_case(s))
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `HTML` or `PLAIN_TEXT`, as Panther names comment formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CommentFormat {
+    Html,
+    PlainText,
+}
+
+impl CommentFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommentFormat::Html => "HTML",
+            CommentFormat::PlainText => "PLAIN_TEXT",
+        }
+    }
+}
+
+/// One alert, as much of it as the daemon uses. Statuses and severities Panther may add later are
+/// kept as text (`None` in the typed field) rather than failing the whole page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub id: String,
+    pub title: String,
+    pub created_at: Option<DateTime<Utc>>,
+    /// `createdAt` as Panther sent it (kept for the comment and the ledger even when unparsable).
+    pub created_at_raw: String,
+    pub status: Option<Status>,
+    pub status_raw: String,
+    pub severity: Option<Severity>,
+    pub severity_raw: String,
+    pub detection_id: String,
+    pub event_count: i64,
+    pub last_received_event_at: Option<String>,
+}
+
+/// The wire shape of `AlertAPI.Alert`, loosely typed so one odd alert never sinks a page.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireAlert {
+    id: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    severity: Option<String>,
+    #[serde(default)]
+    detection: Option<WireDetection>,
+    #[serde(default)]
+    event_count: Option<i64>,
+    #[serde(default)]
+    last_received_event_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireDetection {
+    #[serde(default)]
+    id: Option<String>,
+}
+
+impl Alert {
+    /// Reads one `AlertAPI.Alert` object. Only a missing or non-string `id` is an error: without it the
+    /// alert cannot be answered.
+    pub fn from_json(v: &RawValue) -> Result<Alert, String> {
+        let w: WireAlert = serde_json::from_str(v.get()).map_err(|e| e.to_string())?;
+        if w.id.is_empty() {
+            return Err("empty `id`".into());
+        }
+        let created_at_raw = w.created_at.unwrap_or_default();
+        let status_raw = w.status.unwrap_or_default();
+        let severity_raw = w.severity.unwrap_or_default();
+        Ok(Alert {
+            id: w.id,
+            title: w.title.unwrap_or_default(),
+            created_at: parse_time(&created_at_raw),
+            status: Status::parse(&status_raw).filter(|_| !status_raw.eq_ignore_ascii_case("INVALID")),
+            severity: Severity::parse(&severity_raw),
+            created_at_raw,
+            status_raw,
+            severity_raw,
+            detection_id: w.detection.and_then(|d| d.id).unwrap_or_default(),
+            event_count: w.event_count.unwrap_or(0),
+            last_received_event_at: w.last_received_event_at,
+        })
+    }
+}
+
+/// Parses an RFC 3339 time into UTC.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+}
+
+/// Formats a time the way the daemon writes every time: RFC 3339, UTC, `Z`.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// What to list: one page of alerts created in `[created_after, created_before)`, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertQuery {
+    pub created_after: DateTime<Utc>,
+    pub created_before: DateTime<Utc>,
+    pub statuses: Vec<Status>,
+    pub severities: Vec<Severity>,
+    pub cursor: Option<String>,
+}
+
+/// One page of alerts. An alert the daemon could not read is reported with why, not dropped silently.
+#[derive(Debug)]
+pub struct AlertPage {
+    pub alerts: Vec<Alert>,
+    pub unreadable: Vec<String>,
+    pub next: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct EventPage {
+    pub events: Vec<Box<RawValue>>,
+    pub next: Option<String>,
+}
+
+/// One alert comment (`CommentAPI.Comment`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Comment {
+    pub id: String,
+    #[serde(default)]
+    pub alert_id: Option<String>,
+    /// The spec leaves the body's type open; anything but a string counts as empty.
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub body: String,
+}
+
+fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(match v {
+        serde_json::Value::String(s) => s,
+        _ => String::new(),
+    })
+}
+
+#[derive(Debug)]
+pub struct CommentPage {
+    pub comments: Vec<Comment>,
+    pub next: Option<String>,
+}
+
+/// A comment to create or the new content of one (`CommentAPI.ModifyCommentReq`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewComment {
+    pub alert_id: String,
+    pub body: String,
+    pub format: CommentFormat,
+}
+
+/// A change to many alerts at once (`AlertAPI.BulkPatchAlertReq`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertPatch {
+    pub ids: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// A user ID.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+}
+
+/// The operations the daemon performs, named in errors, logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    ListAlerts,
+    GetAlert,
+    ListEvents,
+    ListComments,
+    CreateComment,
+    UpdateComment,
+    PatchAlerts,
+    FindUser,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::ListAlerts => "list alerts",
+            Op::GetAlert => "get alert",
+            Op::ListEvents => "list alert events",
+            Op::ListComments => "list alert comments",
+            Op::CreateComment => "create alert comment",
+            Op::UpdateComment => "update alert comment",
+            Op::PatchAlerts => "update alerts",
+            Op::FindUser => "find user",
+        }
+    }
+
+    /// Whether sending the request twice has the effect of sending it once. Only creating a comment
+    /// is not: a retry after an unknown outcome goes through the marker check in `sync` instead.
+    pub fn idempotent(self) -> bool {
+        self != Op::CreateComment
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a call to Panther failed. Messages name the operation and never carry the API key.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{op}: Panther answered HTTP {status}: {message}")]
+    Status { op: Op, status: u16, message: String },
+    #[error("{op}: no answer within {}", humantime::format_duration(*.timeout))]
+    Timeout { op: Op, timeout: Duration },
+    #[error("{op}: cannot reach Panther: {detail}")]
+    Connect { op: Op, detail: String },
+    #[error("{op}: the connection failed after the request was sent, so its outcome is unknown: {detail}")]
+    Transport { op: Op, detail: String },
+    #[error("{op}: Panther's answer does not have the documented shape: {detail}")]
+    Decode { op: Op, detail: String },
+    #[error("{op}: the API key was refused (HTTP {status}); check panther.api_key and its permissions")]
+    Unauthorized { op: Op, status: u16 },
+}
+
+impl ApiError {
+    pub fn op(&self) -> Op {
+        match self {
+            ApiError::Status { op, .. }
+            | ApiError::Timeout { op, .. }
+            | ApiError::Connect { op, .. }
+            | ApiError::Transport { op, .. }
+            | ApiError::Decode { op, .. }
+            | ApiError::Unauthorized { op, .. } => *op,
+        }
+    }
+
+    /// HTTP status, where Panther answered one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Status { status, .. } | ApiError::Unauthorized { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether Panther may have carried out the request although the daemon saw a failure.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ApiError::Timeout { .. } | ApiError::Transport { .. } | ApiError::Decode { .. } => true,
+            ApiError::Status { status, .. } => *status >= 500,
+            ApiError::Connect { .. } | ApiError::Unauthorized { .. } => false,
+        }
+    }
+
+    /// Whether trying again later may succeed (a bad minute at Panther), as opposed to a request
+    /// Panther will always refuse.
+    pub fn transient(&self) -> bool {
+        match self {
+            ApiError::Status { status, .. } => *status == 429 || *status >= 500,
+            ApiError::Unauthorized { .. } => false,
+            ApiError::Decode { .. } => false,
+            _ => true,
+        }
+    }
+
+    /// `404`: the thing asked about does not exist (an alert deleted since it was listed, say).
+    pub fn not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+}
+
+/// Everything the daemon asks of Panther. The pipeline is generic over it; `rest::RestClient`
+/// implements it over HTTP, tests may implement it in memory.
+pub trait PantherApi: Send + Sync {
+    fn list_alerts(&self, q: &AlertQuery) -> impl Future<Output = Result<AlertPage, ApiError>> + Send;
+    fn get_alert(&self, id: &str) -> impl Future<Output = Result<Alert, ApiError>> + Send;
+    fn list_events(
+        &self,
+        alert_id: &str,
+        limit: u32,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Result<EventPage, ApiError>> + Send;
+    fn list_comments(
+        &self,
+        alert_id: &str,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Result<CommentPage, ApiError>> + Send;
+    fn create_comment(&self, c: &NewComment) -> impl Future<Output = Result<Comment, ApiError>> + Send;
+    fn update_comment(&self, id: &str, c: &NewComment) -> impl Future<Output = Result<Comment, ApiError>> + Send;
+    fn patch_alerts(&self, p: &AlertPatch) -> impl Future<Output = Result<(), ApiError>> + Send;
+    /// The user ID for an email address, `None` when Panther has no such user.
+    fn find_user_id(&self, email: &str) -> impl Future<Output = Result<Option<String>, ApiError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.to_owned()).unwrap()
+    }
+
+    #[test]
+    fn invalid_is_an_alias_of_closed_in_config_but_not_on_the_wire() {
+        assert_eq!(Status::parse("invalid"), Some(Status::Closed));
+        assert_eq!(Status::parse("Open"), Some(Status::Open));
+        assert_eq!(Status::parse("NEW"), None);
+        let a = Alert::from_json(&raw(r#"{"id":"a","type":"ALERT","status":"INVALID"}"#)).unwrap();
+        assert_eq!((a.status, a.status_raw.as_str()), (None, "INVALID"));
+    }
+
+    #[test]
+    fn an_alert_with_odd_fields_is_read_and_one_without_id_is_refused() {
+        let a = Alert::from_json(&raw(
+            r#"{"id":"a1","type":"ALERT","status":"OPEN","severity":"SEVERE","createdAt":"yesterday",
+                "detection":{"id":"AWS.Root","type":"RULE"},"eventCount":3,"extra":{"x":1}}"#,
+        ))
+        .unwrap();
+        assert_eq!(a.severity, None);
+        assert_eq!(a.severity_raw, "SEVERE");
+        assert_eq!(a.created_at, None);
+        assert_eq!(a.detection_id, "AWS.Root");
+        assert_eq!(a.event_count, 3);
+        assert!(Alert::from_json(&raw(r#"{"type":"ALERT","status":"OPEN"}"#)).unwrap_err().contains("id"));
+        assert!(Alert::from_json(&raw(r#"{"id":7}"#)).is_err());
+    }
+
+    #[test]
+    fn only_failures_after_sending_leave_the_outcome_unknown() {
+        let op = Op::CreateComment;
+        assert!(ApiError::Timeout { op, timeout: Duration::from_secs(1) }.outcome_unknown());
+        assert!(ApiError::Status { op, status: 502, message: String::new() }.outcome_unknown());
+        assert!(!ApiError::Status { op, status: 429, message: String::new() }.outcome_unknown());
+        assert!(!ApiError::Status { op, status: 400, message: String::new() }.transient());
+        assert!(!ApiError::Connect { op, detail: String::new() }.outcome_unknown());
+    }
+}

@@ -1,0 +1,282 @@
+//! The REST transport: `../shared/panther/panther_open_api_v3_spec.yaml`, over reqwest with rustls.
+//!
+//! Every request waits for the API key's rate limiter, carries the key in a header marked sensitive,
+//! and is retried per [`RetryPolicy`](super::RetryPolicy).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use url::Url;
+
+use super::retry::{self, RetryPolicy};
+use super::*;
+
+/// Panther's page size limit for alerts, events and comments.
+pub const PAGE_LIMIT: u32 = 50;
+/// The longest error message from Panther carried into our own errors.
+const MESSAGE_CHARS: usize = 300;
+
+/// Settings for [`RestClient::new`].
+#[derive(Clone)]
+pub struct RestSettings {
+    /// The API URL shown on Panther's API Tokens page, e.g. `https://api.acme.runpanther.net`.
+    pub url: Url,
+    pub api_key: SecretString,
+    pub requests_per_second: NonZeroU32,
+    pub timeout: Duration,
+    pub retry: RetryPolicy,
+}
+
+pub struct RestClient {
+    http: reqwest::Client,
+    base: Url,
+    api_key: SecretString,
+    limiter: Arc<DefaultDirectRateLimiter>,
+    timeout: Duration,
+    retry: RetryPolicy,
+}
+
+/// One limiter per API key in the process: two clients on one key share Panther's patience.
+/// Keyed by a hash of the key, so the map never holds the key itself.
+fn limiter_for(key: &SecretString, rps: NonZeroU32) -> Arc<DefaultDirectRateLimiter> {
+    use std::hash::{BuildHasher, Hasher};
+    static LIMITERS: OnceLock<Mutex<HashMap<u64, Arc<DefaultDirectRateLimiter>>>> = OnceLock::new();
+    static SEED: OnceLock<ahash::RandomState> = OnceLock::new();
+    let mut h = SEED.get_or_init(ahash::RandomState::new).build_hasher();
+    h.write(key.expose_secret().as_bytes());
+    let id = h.finish();
+    let mut map = LIMITERS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
+    map.entry(id).or_insert_with(|| Arc::new(RateLimiter::direct(Quota::per_second(rps)))).clone()
+}
+
+#[derive(Deserialize)]
+struct Page {
+    results: Vec<Box<RawValue>>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TypedPage<T> {
+    results: Vec<T>,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct UserRow {
+    id: String,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+/// An empty `next` means the last page, as an absent one does.
+fn next_cursor(next: Option<String>) -> Option<String> {
+    next.filter(|n| !n.is_empty())
+}
+
+impl RestClient {
+    pub fn new(s: RestSettings) -> Result<RestClient, ApiError> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(concat!("panther-triage/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(s.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| ApiError::Connect { op: Op::ListAlerts, detail: format!("cannot build the HTTP client: {e}") })?;
+        let limiter = limiter_for(&s.api_key, s.requests_per_second);
+        Ok(RestClient { http, base: s.url, api_key: s.api_key, limiter, timeout: s.timeout, retry: s.retry })
+    }
+
+    fn url(&self, path: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut segs) = url.path_segments_mut() {
+            segs.pop_if_empty().extend(path);
+        }
+        url
+    }
+
+    /// Sends one request, retrying per policy; returns the body of a 2xx answer.
+    async fn call(
+        &self,
+        op: Op,
+        method: Method,
+        url: Url,
+        query: &[(&str, String)],
+        body: Option<&(impl serde::Serialize + Sync)>,
+    ) -> Result<Vec<u8>, ApiError> {
+        let mut delays = self.retry.delays();
+        let mut attempt = 1u32;
+        loop {
+            let (err, retry_after) = match self.attempt(op, method.clone(), url.clone(), query, body).await {
+                Ok(b) => return Ok(b),
+                Err(e) => e,
+            };
+            let next = if retry::retryable(op, &err) { delays.next() } else { None };
+            let Some(backoff) = next else { return Err(err) };
+            let wait = retry::wait(backoff, retry_after);
+            tracing::warn!(operation = op.as_str(), attempt, error = %err, wait = %humantime::format_duration(wait), "retrying");
+            tokio::time::sleep(wait).await;
+            attempt += 1;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        op: Op,
+        method: Method,
+        url: Url,
+        query: &[(&str, String)],
+        body: Option<&(impl serde::Serialize + Sync)>,
+    ) -> Result<Vec<u8>, (ApiError, Option<Duration>)> {
+        self.limiter.until_ready().await;
+        let mut key = HeaderValue::from_str(self.api_key.expose_secret()).map_err(|_| {
+            (ApiError::Unauthorized { op, status: 0 }, None) // unreachable in practice: config checks the key's characters
+        })?;
+        key.set_sensitive(true);
+        let mut req = self.http.request(method, url).header("X-API-Key", key).timeout(self.timeout);
+        if !query.is_empty() {
+            req = req.query(query);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let started = std::time::Instant::now();
+        let resp = req.send().await.map_err(|e| (self.transport_error(op, &e), None))?;
+        let status = resp.status();
+        let retry_after =
+            resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry::parse_retry_after);
+        let body = resp.bytes().await.map_err(|e| (self.transport_error(op, &e), None))?;
+        tracing::debug!(operation = op.as_str(), status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "panther api");
+        if status.is_success() {
+            return Ok(body.to_vec());
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        let message: String = message.chars().take(MESSAGE_CHARS).collect();
+        let err = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ApiError::Unauthorized { op, status: status.as_u16() },
+            _ => ApiError::Status { op, status: status.as_u16(), message },
+        };
+        Err((err, retry_after))
+    }
+
+    fn transport_error(&self, op: Op, e: &reqwest::Error) -> ApiError {
+        // reqwest's messages name the URL; ours never carry a query string with secrets (the key is
+        // a header), so they are safe to show.
+        let detail = error_chain(e);
+        if e.is_timeout() {
+            ApiError::Timeout { op, timeout: self.timeout }
+        } else if e.is_connect() {
+            ApiError::Connect { op, detail }
+        } else {
+            ApiError::Transport { op, detail }
+        }
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, op: Op, url: Url, query: &[(&str, String)]) -> Result<T, ApiError> {
+        decode(op, &self.call(op, Method::GET, url, query, None::<&()>).await?)
+    }
+}
+
+/// An error and its causes on one line (reqwest hides the useful part in `source()`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// Reads the body of a successful answer.
+fn decode<T: DeserializeOwned>(op: Op, body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Decode { op, detail: e.to_string() })
+}
+
+impl PantherApi for RestClient {
+    async fn list_alerts(&self, q: &AlertQuery) -> Result<AlertPage, ApiError> {
+        let mut query = vec![
+            ("created-after", format_time(q.created_after)),
+            ("created-before", format_time(q.created_before)),
+            ("sort-dir", "asc".to_owned()),
+            ("limit", PAGE_LIMIT.to_string()),
+        ];
+        query.extend(q.statuses.iter().map(|s| ("status", s.as_str().to_owned())));
+        query.extend(q.severities.iter().map(|s| ("severity", s.as_str().to_owned())));
+        if let Some(c) = &q.cursor {
+            query.push(("cursor", c.clone()));
+        }
+        let page: Page = self.get_json(Op::ListAlerts, self.url(&["alerts"]), &query).await?;
+        let mut alerts = Vec::with_capacity(page.results.len());
+        let mut unreadable = Vec::new();
+        for raw in &page.results {
+            match Alert::from_json(raw) {
+                Ok(a) => alerts.push(a),
+                Err(why) => unreadable.push(format!("{why}: {}", raw.get().chars().take(200).collect::<String>())),
+            }
+        }
+        Ok(AlertPage { alerts, unreadable, next: next_cursor(page.next) })
+    }
+
+    async fn get_alert(&self, id: &str) -> Result<Alert, ApiError> {
+        let raw: Box<RawValue> = self.get_json(Op::GetAlert, self.url(&["alerts", id]), &[]).await?;
+        Alert::from_json(&raw).map_err(|detail| ApiError::Decode { op: Op::GetAlert, detail })
+    }
+
+    async fn list_events(&self, alert_id: &str, limit: u32, cursor: Option<&str>) -> Result<EventPage, ApiError> {
+        let mut query = vec![("limit", limit.clamp(1, PAGE_LIMIT).to_string())];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        let page: Page = self.get_json(Op::ListEvents, self.url(&["alerts", alert_id, "events"]), &query).await?;
+        Ok(EventPage { events: page.results, next: next_cursor(page.next) })
+    }
+
+    async fn list_comments(&self, alert_id: &str, cursor: Option<&str>) -> Result<CommentPage, ApiError> {
+        let mut query = vec![("alert-id", alert_id.to_owned()), ("limit", PAGE_LIMIT.to_string())];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        let page: TypedPage<Comment> = self.get_json(Op::ListComments, self.url(&["alert-comments"]), &query).await?;
+        Ok(CommentPage { comments: page.results, next: next_cursor(page.next) })
+    }
+
+    async fn create_comment(&self, c: &NewComment) -> Result<Comment, ApiError> {
+        let op = Op::CreateComment;
+        decode(op, &self.call(op, Method::POST, self.url(&["alert-comments"]), &[], Some(c)).await?)
+    }
+
+    async fn update_comment(&self, id: &str, c: &NewComment) -> Result<Comment, ApiError> {
+        let op = Op::UpdateComment;
+        decode(op, &self.call(op, Method::POST, self.url(&["alert-comments", id]), &[], Some(c)).await?)
+    }
+
+    async fn patch_alerts(&self, p: &AlertPatch) -> Result<(), ApiError> {
+        self.call(Op::PatchAlerts, Method::PATCH, self.url(&["alerts"]), &[], Some(p)).await.map(drop)
+    }
+
+    async fn find_user_id(&self, email: &str) -> Result<Option<String>, ApiError> {
+        let query = [("email", email.to_owned())];
+        let page: TypedPage<UserRow> = self.get_json(Op::FindUser, self.url(&["users"]), &query).await?;
+        // `email` is an exact match on Panther's side; checking again costs nothing and guards a
+        // server that ignores the parameter.
+        Ok(page
+            .results
+            .into_iter()
+            .find(|u| u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
+            .map(|u| u.id))
+    }
+}
