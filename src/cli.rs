@@ -29,6 +29,16 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The daemon: poll Panther, triage, comment back, until SIGTERM.
+    Run(crate::app::RunArgs),
+    /// One poll-and-triage cycle (until nothing is left), then exit.
+    Once(crate::app::OnceArgs),
+    /// Investigate one alert now and print the result.
+    Triage(crate::app::TriageArgs),
+    /// Validate the configuration and print it with secrets redacted; exit 2 listing every problem.
+    CheckConfig(crate::app::CheckConfigArgs),
+    /// Run the pipeline against a bundled fake Panther on loopback, with fixture alerts and tables.
+    Demo(crate::app::DemoArgs),
     /// Offline enrichment of an alerts file against lookup tables (the ENRICHMENT.md TSV).
     Enrich(EnrichArgs),
     /// Measure table load and lookup speed against the Python reference on generated data.
@@ -67,6 +77,11 @@ pub struct EnrichArgs {
 /// Runs a parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let result = match cli.command {
+        Command::Run(a) => crate::app::run(a),
+        Command::Once(a) => crate::app::once(a),
+        Command::Triage(a) => crate::app::triage(a),
+        Command::CheckConfig(a) => crate::app::check_config(a),
+        Command::Demo(a) => crate::app::demo(a),
         Command::Enrich(a) => run_enrich(a),
         Command::Bench(a) => crate::bench::run(a),
     };

@@ -13,14 +13,21 @@
 //!
 //! See ARCHITECTURE.md for the data flow and the invariants.
 
+pub mod app;
 pub mod bench;
 pub mod chunks;
 pub mod cli;
 pub mod config;
 pub mod enrich;
+pub mod fake_panther;
+pub mod filter;
 pub mod indicator;
 pub mod json;
+pub mod ledger;
 pub mod panther;
+pub mod poller;
 pub mod regex;
+pub mod render;
+pub mod sync;
 pub mod tables;
 pub mod triage;

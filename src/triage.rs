@@ -59,13 +59,19 @@ pub struct Rule {
     pub assign_to: Option<String>,
 }
 
-/// One matched table row as triage sees it.
-#[derive(Debug, Clone, PartialEq)]
+/// One matched table row as triage and the comment see it.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Hit {
     pub table: String,
+    /// The event field the value came from (`p_any_ip_addresses`, `sourceIPAddress`, ...).
+    pub field: String,
     pub value: String,
+    /// The row's `id`.
+    pub row_id: String,
     pub confidence: Option<i64>,
     pub threat_type: Option<String>,
+    /// The row's `source` or `itype`, when it has one: what the feed calls it.
+    pub source: Option<String>,
 }
 
 /// What triage decided, and why.
@@ -119,7 +125,7 @@ impl Rule {
         self.min_confidence.is_none_or(|min| h.confidence.is_some_and(|c| c >= min))
             && (self.threat_types.is_empty()
                 || h.threat_type.as_ref().is_some_and(|t| self.threat_types.iter().any(|w| w.eq_ignore_ascii_case(t))))
-            && (self.tables.is_empty() || self.tables.iter().any(|t| *t == h.table))
+            && (self.tables.is_empty() || self.tables.contains(&h.table))
     }
 }
 
@@ -160,7 +166,13 @@ mod tests {
     }
 
     fn hit(table: &str, confidence: i64, threat: &str) -> Hit {
-        Hit { table: table.into(), value: "1.2.3.4".into(), confidence: Some(confidence), threat_type: Some(threat.into()) }
+        Hit {
+            table: table.into(),
+            value: "1.2.3.4".into(),
+            confidence: Some(confidence),
+            threat_type: Some(threat.into()),
+            ..Hit::default()
+        }
     }
 
     #[test]

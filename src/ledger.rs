@@ -1,0 +1,617 @@
+//! The ledger: what the daemon has seen and written, in SQLite (WAL, `synchronous=FULL`).
+//!
+//! It is the daemon's memory across restarts and its durable queue: an alert is recorded before the
+//! watermark moves past it, a write's intent is recorded before the write and its result after, so
+//! after a crash the ledger says what may have happened and the daemon checks before acting again.
+//! Only this module touches SQLite.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::panther::{format_time, parse_time, Alert};
+
+/// Schema changes, applied in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE alerts (
+    id            TEXT PRIMARY KEY,
+    created_at    TEXT NOT NULL,     -- as Panther sent it
+    created_ms    INTEGER,           -- parsed, for ordering and the dedup window; NULL when unparsable
+    detection_id  TEXT NOT NULL,
+    title         TEXT NOT NULL,
+    severity      TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    source        TEXT NOT NULL,     -- poll | webhook | manual
+    stage         TEXT NOT NULL,     -- pending | writing | done | filtered | failed
+    reason        TEXT,              -- why filtered or failed
+    verdict       TEXT,
+    rule          TEXT,
+    revision      INTEGER NOT NULL DEFAULT 0,
+    event_count   INTEGER NOT NULL DEFAULT 0,
+    last_event_at TEXT,
+    original_id   TEXT,              -- the alert this one duplicates
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    first_seen    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+CREATE INDEX alerts_by_stage ON alerts(stage, created_ms);
+CREATE INDEX alerts_by_detection ON alerts(detection_id, title, created_ms);
+CREATE TABLE writes (
+    id          INTEGER PRIMARY KEY,
+    alert_id    TEXT NOT NULL REFERENCES alerts(id),
+    kind        TEXT NOT NULL,       -- comment | status | assignee
+    revision    INTEGER NOT NULL,
+    payload     TEXT NOT NULL,       -- the comment body, the status, the assignee
+    state       TEXT NOT NULL,       -- intent | done | failed
+    comment_id  TEXT,
+    detail      TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL,
+    UNIQUE (alert_id, kind, revision)
+);
+CREATE TABLE progress (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("state database {path}: {source}; check `state.path` and that the directory is writable")]
+    Open { path: String, source: rusqlite::Error },
+    #[error("state database {path} was written by a newer panther-triage (schema {found}, this one knows {known}); upgrade, or point `state.path` elsewhere")]
+    TooNew { path: String, found: i64, known: i64 },
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// Where an alert is in the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Recorded, not yet looked at.
+    Pending,
+    /// Decided; its writes (in `writes`) are not all done.
+    Writing,
+    /// Every write done (or none owed: a dedup duplicate with `duplicates = "skip"`).
+    Done,
+    /// Did not pass the filters; `reason` says which.
+    Filtered,
+    /// Panther refuses to serve it (deleted, say); `reason` says why. Never retried by itself.
+    Failed,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Pending => "pending",
+            Stage::Writing => "writing",
+            Stage::Done => "done",
+            Stage::Filtered => "filtered",
+            Stage::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Stage {
+        match s {
+            "writing" => Stage::Writing,
+            "done" => Stage::Done,
+            "filtered" => Stage::Filtered,
+            "failed" => Stage::Failed,
+            _ => Stage::Pending,
+        }
+    }
+}
+
+/// An alert as the ledger holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub id: String,
+    pub created_at: String,
+    pub created: Option<DateTime<Utc>>,
+    pub detection_id: String,
+    pub title: String,
+    pub severity: String,
+    pub status: String,
+    pub stage: Stage,
+    pub reason: Option<String>,
+    pub verdict: Option<String>,
+    pub revision: i64,
+    pub event_count: i64,
+    pub original_id: Option<String>,
+    pub attempts: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    Comment,
+    Status,
+    Assignee,
+}
+
+impl WriteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteKind::Comment => "comment",
+            WriteKind::Status => "status",
+            WriteKind::Assignee => "assignee",
+        }
+    }
+
+    fn parse(s: &str) -> WriteKind {
+        match s {
+            "status" => WriteKind::Status,
+            "assignee" => WriteKind::Assignee,
+            _ => WriteKind::Comment,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteState {
+    /// Recorded before the write; the write may or may not have happened.
+    Intent,
+    Done,
+    /// Panther refused it for good (a 4xx other than 429); `detail` says why.
+    Failed,
+}
+
+impl WriteState {
+    fn as_str(self) -> &'static str {
+        match self {
+            WriteState::Intent => "intent",
+            WriteState::Done => "done",
+            WriteState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> WriteState {
+        match s {
+            "done" => WriteState::Done,
+            "failed" => WriteState::Failed,
+            _ => WriteState::Intent,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub id: i64,
+    pub alert_id: String,
+    pub kind: WriteKind,
+    pub revision: i64,
+    pub payload: String,
+    pub state: WriteState,
+    pub comment_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Counts by stage, for summaries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub pending: u64,
+    pub writing: u64,
+    pub done: u64,
+    pub filtered: u64,
+    pub failed: u64,
+}
+
+pub struct Ledger {
+    conn: Mutex<Connection>,
+}
+
+fn now() -> String {
+    format_time(Utc::now())
+}
+
+impl Ledger {
+    /// Opens (creating if needed) the state database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Ledger, LedgerError> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| LedgerError::Open {
+                path: shown.clone(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| LedgerError::Open { path: shown.clone(), source })?;
+        Ledger::init(conn, &shown)
+    }
+
+    /// A ledger that lives in memory only (`--dry-run` without a state file, tests).
+    pub fn in_memory() -> Result<Ledger, LedgerError> {
+        Ledger::init(Connection::open_in_memory()?, ":memory:")
+    }
+
+    /// A private copy of the state database at `path` (or an empty ledger when there is none):
+    /// `--dry-run` works on it so that nothing it does changes what a real run will do.
+    pub fn snapshot(path: &Path) -> Result<Ledger, LedgerError> {
+        if !path.exists() {
+            return Ledger::in_memory();
+        }
+        let shown = path.display().to_string();
+        let src = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|source| LedgerError::Open { path: shown.clone(), source })?;
+        let mut mem = Connection::open_in_memory()?;
+        {
+            let backup = rusqlite::backup::Backup::new(&src, &mut mem)?;
+            backup.run_to_completion(256, Duration::ZERO, None)?;
+        }
+        Ledger::init(mem, &shown)
+    }
+
+    fn init(conn: Connection, shown: &str) -> Result<Ledger, LedgerError> {
+        conn.busy_timeout(Duration::from_secs(10))?;
+        // WAL keeps readers off the writer's back; FULL makes each commit durable before we act on it.
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(LedgerError::TooNew { path: shown.to_owned(), found: version, known });
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(Ledger { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn schema_version(&self) -> Result<i64, LedgerError> {
+        Ok(self.conn().query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// The poll watermark: every alert created before it, down to the overlap, is in the ledger.
+    pub fn watermark(&self) -> Result<Option<DateTime<Utc>>, LedgerError> {
+        let v: Option<String> =
+            self.conn().query_row("SELECT value FROM progress WHERE key = 'watermark'", [], |r| r.get(0)).optional()?;
+        Ok(v.as_deref().and_then(parse_time))
+    }
+
+    /// Records a page of alerts and, in the same transaction, moves the watermark forward to
+    /// `watermark` (never back). Returns the alerts that were new.
+    pub fn record_page(
+        &self,
+        alerts: &[Alert],
+        source: &str,
+        watermark: Option<DateTime<Utc>>,
+    ) -> Result<Vec<bool>, LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut fresh = Vec::with_capacity(alerts.len());
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO alerts (id, created_at, created_ms, detection_id, title, severity, status, source,
+                     stage, event_count, last_event_at, first_seen, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?11)",
+            )?;
+            let now = now();
+            for a in alerts {
+                let n = ins.execute(params![
+                    a.id,
+                    a.created_at_raw,
+                    a.created_at.map(|t| t.timestamp_millis()),
+                    a.detection_id,
+                    a.title,
+                    a.severity_raw,
+                    a.status_raw,
+                    source,
+                    a.event_count,
+                    a.last_received_event_at,
+                    now,
+                ])?;
+                fresh.push(n == 1);
+            }
+        }
+        if let Some(w) = watermark {
+            let old: Option<String> =
+                tx.query_row("SELECT value FROM progress WHERE key = 'watermark'", [], |r| r.get(0)).optional()?;
+            if old.as_deref().and_then(parse_time).is_none_or(|o| w > o) {
+                tx.execute(
+                    "INSERT INTO progress (key, value) VALUES ('watermark', ?1)
+                     ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    params![format_time(w)],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(fresh)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM alerts WHERE id = ?1"))?;
+        Ok(st.query_row(params![id], entry).optional()?)
+    }
+
+    /// Alerts still owed work, oldest first.
+    pub fn unfinished(&self, limit: usize) -> Result<Vec<Entry>, LedgerError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM alerts WHERE stage IN ('pending', 'writing')
+             ORDER BY created_ms IS NULL, created_ms, id LIMIT ?1"
+        ))?;
+        let rows = st.query_map(params![limit as i64], entry)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Whether there is work left that [`unfinished`](Self::unfinished) would return.
+    pub fn backlog(&self) -> Result<u64, LedgerError> {
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM alerts WHERE stage IN ('pending', 'writing')", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64)
+    }
+
+    pub fn set_stage(&self, id: &str, stage: Stage, reason: Option<&str>) -> Result<(), LedgerError> {
+        self.conn().execute(
+            "UPDATE alerts SET stage = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1",
+            params![id, stage.as_str(), reason, now()],
+        )?;
+        Ok(())
+    }
+
+    /// Counts an attempt that failed for a reason that may pass (Panther's bad minute).
+    pub fn note_attempt(&self, id: &str, why: &str) -> Result<(), LedgerError> {
+        self.conn().execute(
+            "UPDATE alerts SET attempts = attempts + 1, reason = ?2, updated_at = ?3 WHERE id = ?1",
+            params![id, why, now()],
+        )?;
+        Ok(())
+    }
+
+    /// The first alert of the same detection and title created within `window` before `created`
+    /// that was itself not a duplicate: the one a duplicate points at.
+    pub fn original_of(
+        &self,
+        id: &str,
+        detection_id: &str,
+        title: &str,
+        created: DateTime<Utc>,
+        window: Duration,
+    ) -> Result<Option<String>, LedgerError> {
+        let to = created.timestamp_millis();
+        let from = to.saturating_sub(window.as_millis().min(i64::MAX as u128) as i64);
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT id FROM alerts
+             WHERE detection_id = ?1 AND title = ?2 AND created_ms BETWEEN ?3 AND ?4 AND id <> ?5
+               AND original_id IS NULL AND stage IN ('writing', 'done')
+             ORDER BY created_ms, id LIMIT 1",
+        )?;
+        Ok(st.query_row(params![detection_id, title, from, to, id], |r| r.get(0)).optional()?)
+    }
+
+    /// Records what triage decided and the writes it owes, all in one transaction; the alert moves
+    /// to `writing`. Writes already recorded (a second decision after a crash) are kept as they are.
+    pub fn decide(
+        &self,
+        id: &str,
+        verdict: &str,
+        rule: Option<&str>,
+        original_id: Option<&str>,
+        event_count: i64,
+        writes: &[(WriteKind, String)],
+    ) -> Result<(), LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now();
+        let revision = 1;
+        tx.execute(
+            "UPDATE alerts SET stage = 'writing', verdict = ?2, rule = ?3, original_id = ?4, event_count = ?5,
+                 revision = ?6, reason = NULL, updated_at = ?7 WHERE id = ?1",
+            params![id, verdict, rule, original_id, event_count, revision, now],
+        )?;
+        for (kind, payload) in writes {
+            tx.execute(
+                "INSERT OR IGNORE INTO writes (alert_id, kind, revision, payload, state, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'intent', ?5, ?5)",
+                params![id, kind.as_str(), revision, payload, now],
+            )?;
+        }
+        // Nothing owed (a duplicate with `duplicates = "skip"`): done now.
+        tx.execute(
+            "UPDATE alerts SET stage = 'done' WHERE id = ?1
+               AND NOT EXISTS (SELECT 1 FROM writes WHERE alert_id = ?1 AND state = 'intent')",
+            params![id],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn writes(&self, alert_id: &str) -> Result<Vec<Write>, LedgerError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT id, alert_id, kind, revision, payload, state, comment_id, detail FROM writes
+             WHERE alert_id = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map(params![alert_id], |r| {
+            Ok(Write {
+                id: r.get(0)?,
+                alert_id: r.get(1)?,
+                kind: WriteKind::parse(&r.get::<_, String>(2)?),
+                revision: r.get(3)?,
+                payload: r.get(4)?,
+                state: WriteState::parse(&r.get::<_, String>(5)?),
+                comment_id: r.get(6)?,
+                detail: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Marks a write done (with the comment it created) or failed; when none of the alert's writes
+    /// is left open, the alert is done.
+    pub fn finish_write(
+        &self,
+        write_id: i64,
+        state: WriteState,
+        comment_id: Option<&str>,
+        detail: Option<&str>,
+    ) -> Result<(), LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now();
+        let alert_id: String = tx.query_row(
+            "UPDATE writes SET state = ?2, comment_id = COALESCE(?3, comment_id), detail = ?4, updated_at = ?5
+             WHERE id = ?1 RETURNING alert_id",
+            params![write_id, state.as_str(), comment_id, detail, now],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "UPDATE alerts SET stage = 'done', updated_at = ?2
+             WHERE id = ?1 AND stage = 'writing'
+               AND NOT EXISTS (SELECT 1 FROM writes WHERE alert_id = ?1 AND state = 'intent')",
+            params![alert_id, now],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn counts(&self) -> Result<Counts, LedgerError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached("SELECT stage, COUNT(*) FROM alerts GROUP BY stage")?;
+        let mut c = Counts::default();
+        for row in st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))? {
+            let (stage, n) = row?;
+            match Stage::parse(&stage) {
+                Stage::Pending => c.pending += n,
+                Stage::Writing => c.writing += n,
+                Stage::Done => c.done += n,
+                Stage::Filtered => c.filtered += n,
+                Stage::Failed => c.failed += n,
+            }
+        }
+        Ok(c)
+    }
+
+    /// Every alert with its stage and reason, oldest first (for reports and tests).
+    pub fn entries(&self) -> Result<Vec<Entry>, LedgerError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM alerts ORDER BY created_ms, id"))?;
+        let rows = st.query_map([], entry)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+const ENTRY_COLUMNS: &str = "id, created_at, detection_id, title, severity, status, stage, reason, verdict, revision,
+    event_count, original_id, attempts";
+
+fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    let created_at: String = r.get(1)?;
+    Ok(Entry {
+        id: r.get(0)?,
+        created: parse_time(&created_at),
+        created_at,
+        detection_id: r.get(2)?,
+        title: r.get(3)?,
+        severity: r.get(4)?,
+        status: r.get(5)?,
+        stage: Stage::parse(&r.get::<_, String>(6)?),
+        reason: r.get(7)?,
+        verdict: r.get(8)?,
+        revision: r.get(9)?,
+        event_count: r.get(10)?,
+        original_id: r.get(11)?,
+        attempts: r.get(12)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(id: &str, created: &str) -> Alert {
+        Alert {
+            id: id.into(),
+            title: "t".into(),
+            created_at: parse_time(created),
+            created_at_raw: created.into(),
+            status: None,
+            status_raw: "OPEN".into(),
+            severity: None,
+            severity_raw: "HIGH".into(),
+            detection_id: "D".into(),
+            event_count: 1,
+            last_received_event_at: None,
+        }
+    }
+
+    #[test]
+    fn alerts_are_recorded_once_and_the_watermark_only_moves_forward() {
+        let l = Ledger::in_memory().unwrap();
+        let t1 = parse_time("2026-01-01T00:00:00Z");
+        let fresh = l.record_page(&[alert("a", "2026-01-01T00:00:00Z"), alert("b", "2026-01-01T00:00:01Z")], "poll", t1).unwrap();
+        assert_eq!(fresh, vec![true, true]);
+        let fresh = l.record_page(&[alert("b", "2026-01-01T00:00:01Z")], "poll", parse_time("2025-01-01T00:00:00Z")).unwrap();
+        assert_eq!(fresh, vec![false]);
+        assert_eq!(l.watermark().unwrap(), t1, "the watermark never moves back");
+        assert_eq!(l.unfinished(10).unwrap().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn state_survives_reopening_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.db");
+        {
+            let l = Ledger::open(&path).unwrap();
+            l.record_page(&[alert("a", "2026-01-01T00:00:00Z")], "poll", parse_time("2026-01-01T00:00:00Z")).unwrap();
+        }
+        let l = Ledger::open(&path).unwrap();
+        assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        assert_eq!(l.get("a").unwrap().unwrap().stage, Stage::Pending);
+        l.conn().pragma_update(None, "user_version", 99).unwrap();
+        drop(l);
+        assert!(matches!(Ledger::open(&path), Err(LedgerError::TooNew { found: 99, .. })));
+    }
+
+    #[test]
+    fn an_alert_is_done_when_its_last_write_is() {
+        let l = Ledger::in_memory().unwrap();
+        l.record_page(&[alert("a", "2026-01-01T00:00:00Z")], "poll", None).unwrap();
+        l.decide("a", "malicious", Some("r"), None, 3, &[(WriteKind::Comment, "body".into()), (WriteKind::Status, "TRIAGED".into())])
+            .unwrap();
+        let w = l.writes("a").unwrap();
+        assert_eq!(w.len(), 2);
+        l.finish_write(w[0].id, WriteState::Done, Some("c1"), None).unwrap();
+        assert_eq!(l.get("a").unwrap().unwrap().stage, Stage::Writing);
+        l.finish_write(w[1].id, WriteState::Done, None, None).unwrap();
+        assert_eq!(l.get("a").unwrap().unwrap().stage, Stage::Done);
+        assert_eq!(l.writes("a").unwrap()[0].comment_id.as_deref(), Some("c1"));
+        // Deciding again keeps the recorded writes.
+        l.decide("a", "benign", None, None, 3, &[(WriteKind::Comment, "other".into())]).unwrap();
+        assert_eq!(l.writes("a").unwrap()[0].payload, "body");
+    }
+
+    #[test]
+    fn the_original_of_a_duplicate_is_the_first_within_the_window() {
+        let l = Ledger::in_memory().unwrap();
+        let a = [alert("a", "2026-01-01T00:00:00Z"), alert("b", "2026-01-01T00:10:00Z"), alert("c", "2026-01-01T00:30:00Z")];
+        l.record_page(&a, "poll", None).unwrap();
+        l.decide("a", "unknown", None, None, 1, &[]).unwrap();
+        let win = Duration::from_secs(15 * 60);
+        let orig = |e: &Alert| l.original_of(&e.id, "D", "t", e.created_at.unwrap(), win).unwrap();
+        assert_eq!(orig(&a[1]).as_deref(), Some("a"));
+        assert_eq!(orig(&a[2]), None, "outside the window");
+        assert_eq!(l.original_of("b", "D", "other title", a[1].created_at.unwrap(), win).unwrap(), None);
+    }
+
+    #[test]
+    fn a_snapshot_is_a_private_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let l = Ledger::open(&path).unwrap();
+        l.record_page(&[alert("a", "2026-01-01T00:00:00Z")], "poll", None).unwrap();
+        let snap = Ledger::snapshot(&path).unwrap();
+        snap.set_stage("a", Stage::Done, None).unwrap();
+        assert_eq!(l.get("a").unwrap().unwrap().stage, Stage::Pending);
+        assert_eq!(snap.get("a").unwrap().unwrap().stage, Stage::Done);
+    }
+}

@@ -1,0 +1,488 @@
+//! The core loop: poll Panther into the ledger, then work the ledger's backlog through filter,
+//! enrich, triage and write-back.
+//!
+//! A tick is two steps with a bound each ([`Pipeline::poll`], [`Pipeline::process`]); the loop
+//! ([`Pipeline::run`]) repeats ticks at `poll.interval`, at once while a backlog remains, until its
+//! shutdown future resolves. Tests drive the steps directly.
+//!
+//! Invariant 1 (nothing missed): each poll re-reads `poll.overlap` behind the watermark; the ledger's
+//! ID set drops what it already holds; the watermark moves only in the transaction that records the
+//! page it comes from.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tracing::{error, info, warn, Instrument};
+
+use crate::config::{Config, Duplicates};
+use crate::enrich::{enrich, Events};
+use crate::filter::{self, Outcome};
+use crate::ledger::{Entry, Ledger, LedgerError, Stage, WriteKind};
+use crate::panther::{format_time, AlertQuery, ApiError, PantherApi};
+use crate::render::{self, Investigation};
+use crate::tables::Table;
+use crate::triage::{self, Decision, Hit};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// A write `--dry-run` did not make.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planned {
+    Comment { alert_id: String, body: String },
+    Status { ids: Vec<String>, status: String },
+    Assignee { ids: Vec<String>, assignee: String },
+}
+
+impl std::fmt::Display for Planned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Planned::Comment { alert_id, body } => write!(f, "would comment on alert {alert_id}:\n{body}\n"),
+            Planned::Status { ids, status } => writeln!(f, "would set status {status} on {}", ids.join(", ")),
+            Planned::Assignee { ids, assignee } => writeln!(f, "would assign {assignee} to {}", ids.join(", ")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PollReport {
+    pub pages: u32,
+    pub listed: u64,
+    pub new: u64,
+    /// Alerts Panther listed that could not be read (no ID): logged, counted, never silent.
+    pub unreadable: u64,
+    /// Every page of the window was read (false when the per-tick bound stopped it).
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProcessReport {
+    pub filtered: u64,
+    pub duplicates: u64,
+    pub triaged: u64,
+    pub by_verdict: std::collections::BTreeMap<String, u64>,
+    pub comments_posted: u64,
+    pub patches: u64,
+    pub failed: u64,
+    /// Alerts left for a later tick because Panther had a bad minute.
+    pub deferred: u64,
+    /// The first investigation comment written (or planned) in this step.
+    pub first_comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub poll: PollReport,
+    pub process: ProcessReport,
+    /// Work is left that the bounds kept for the next tick.
+    pub more: bool,
+}
+
+/// Everything a tick needs. Generic over the transport (`PantherApi`).
+pub struct Pipeline<A> {
+    pub(crate) api: A,
+    pub(crate) ledger: Ledger,
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) tables: Arc<Vec<Table>>,
+    pub(crate) dry_run: bool,
+    pub(crate) planned: Mutex<Vec<Planned>>,
+    /// Email -> Panther user ID, resolved once per process.
+    pub(crate) users: tokio::sync::Mutex<HashMap<String, Option<String>>>,
+    stopping: AtomicBool,
+}
+
+/// An alert's investigation before it is written.
+struct Work {
+    decision: Decision,
+    body: String,
+    event_count: i64,
+}
+
+impl<A: PantherApi> Pipeline<A> {
+    pub fn new(api: A, ledger: Ledger, cfg: Arc<Config>, tables: Arc<Vec<Table>>, dry_run: bool) -> Self {
+        Pipeline {
+            api,
+            ledger,
+            cfg,
+            tables,
+            dry_run,
+            planned: Mutex::new(Vec::new()),
+            users: tokio::sync::Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    pub fn api(&self) -> &A {
+        &self.api
+    }
+
+    /// Whether writes are only planned (`--dry-run` or `sync.dry_run`).
+    pub fn dry_run(&self) -> bool {
+        self.dry_run
+    }
+
+    /// The writes `--dry-run` planned so far, taken.
+    pub fn take_planned(&self) -> Vec<Planned> {
+        std::mem::take(&mut *self.planned.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Reads new alerts into the ledger: from `overlap` behind the watermark (or `lookback` on a
+    /// first start) up to now, every page, until the per-tick bound of new alerts.
+    pub async fn poll(&self) -> Result<PollReport, PipelineError> {
+        let now = Utc::now();
+        let p = &self.cfg.poll;
+        let after = match self.ledger.watermark()? {
+            Some(w) => w - chrono_duration(p.overlap),
+            None => now - chrono_duration(p.lookback),
+        };
+        let mut q = AlertQuery {
+            created_after: after,
+            created_before: now,
+            statuses: self.cfg.filter.statuses.clone(),
+            severities: self.cfg.filter.severities.clone(),
+            cursor: None,
+        };
+        let mut r = PollReport::default();
+        loop {
+            let page = self.api.list_alerts(&q).await?;
+            r.pages += 1;
+            r.listed += page.alerts.len() as u64;
+            for why in &page.unreadable {
+                error!(stage = "poll", outcome = "unreadable", detail = %why, "Panther listed an alert that cannot be read");
+                r.unreadable += 1;
+            }
+            // Never past `now`: an alert stamped in the future must not hide the next ones.
+            let watermark = page.alerts.iter().filter_map(|a| a.created_at).max().map(|m| m.min(now));
+            let fresh = self.ledger.record_page(&page.alerts, "poll", watermark)?;
+            for (a, new) in page.alerts.iter().zip(&fresh) {
+                if *new {
+                    info!(alert_id = %a.id, detection_id = %a.detection_id, stage = "poll", outcome = "recorded", "new alert");
+                }
+            }
+            r.new += fresh.iter().filter(|n| **n).count() as u64;
+            match page.next {
+                None => {
+                    r.complete = true;
+                    break;
+                }
+                Some(_) if r.new >= p.max_alerts_per_tick as u64 || self.stopping() => break,
+                Some(c) => q.cursor = Some(c),
+            }
+        }
+        Ok(r)
+    }
+
+    /// Works through up to `poll.max_alerts_per_tick` unfinished alerts, oldest first. A transient
+    /// Panther failure stops the step (the rest waits for the next tick); an alert Panther refuses
+    /// for good is marked failed with the reason.
+    pub async fn process(&self) -> Result<ProcessReport, PipelineError> {
+        let mut r = ProcessReport::default();
+        let mut batch = Vec::new();
+        let entries = self.ledger.unfinished(self.cfg.poll.max_alerts_per_tick)?;
+        for e in entries {
+            if self.stopping() {
+                break;
+            }
+            let span = tracing::info_span!("alert", alert_id = %e.id, detection_id = %e.detection_id);
+            match self.handle(&e, &mut batch, &mut r).instrument(span).await {
+                Ok(()) => {}
+                Err(PipelineError::Api(err)) if err.transient() => {
+                    warn!(alert_id = %e.id, stage = "process", outcome = "deferred", error = %err, "Panther is not answering; the alert waits for the next tick");
+                    self.ledger.note_attempt(&e.id, &err.to_string())?;
+                    r.deferred += 1;
+                    break;
+                }
+                Err(PipelineError::Api(err)) => {
+                    error!(alert_id = %e.id, stage = "process", outcome = "failed", error = %err, "Panther refused a request for this alert");
+                    self.ledger.set_stage(&e.id, Stage::Failed, Some(&err.to_string()))?;
+                    r.failed += 1;
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        self.flush_patches(batch, &mut r).await?;
+        Ok(r)
+    }
+
+    /// One poll and one process step.
+    pub async fn tick(&self) -> Result<TickReport, PipelineError> {
+        let poll = self.poll().await?;
+        let process = self.process().await?;
+        let more = !poll.complete || (self.ledger.backlog()? > 0 && process.deferred == 0 && process.failed == 0);
+        Ok(TickReport { poll, process, more })
+    }
+
+    /// Ticks until nothing is left or Panther stops answering (`once`).
+    pub async fn drain(&self) -> Result<TickReport, PipelineError> {
+        let mut total = TickReport::default();
+        loop {
+            let t = self.tick().await?;
+            let progress = t.poll.new + t.process.triaged + t.process.filtered + t.process.duplicates + t.process.failed;
+            add(&mut total, &t);
+            if !t.more || t.process.deferred > 0 || progress == 0 {
+                total.more = t.more;
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Investigates one alert now (`triage ALERT_ID`), whatever the poller has seen of it. An alert
+    /// already answered is not answered again.
+    pub async fn triage_one(&self, id: &str) -> Result<(Entry, ProcessReport), PipelineError> {
+        let alert = self.api.get_alert(id).await?;
+        self.ledger.record_page(std::slice::from_ref(&alert), "manual", None)?;
+        let mut r = ProcessReport::default();
+        let e = self.ledger.get(&alert.id)?.ok_or_else(|| LedgerError::Sql(rusqlite::Error::QueryReturnedNoRows))?;
+        if matches!(e.stage, Stage::Pending | Stage::Writing) {
+            let mut batch = Vec::new();
+            let span = tracing::info_span!("alert", alert_id = %e.id, detection_id = %e.detection_id);
+            self.handle(&e, &mut batch, &mut r).instrument(span).await?;
+            self.flush_patches(batch, &mut r).await?;
+        }
+        let e = self.ledger.get(&alert.id)?.ok_or_else(|| LedgerError::Sql(rusqlite::Error::QueryReturnedNoRows))?;
+        Ok((e, r))
+    }
+
+    /// The daemon loop: ticks every `poll.interval` (at once while a backlog remains) until
+    /// `shutdown` resolves; then stops taking new alerts, lets the alert in hand finish within
+    /// `grace`, and returns. A failed tick is logged and retried next interval: Panther's bad minute
+    /// must not end the daemon.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>, grace: Duration) {
+        let mut interval = tokio::time::interval(self.cfg.poll.interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        let mut more = false;
+        loop {
+            if !more {
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = interval.tick() => {}
+                }
+            }
+            let tick = self.tick();
+            tokio::pin!(tick);
+            let result = tokio::select! {
+                r = &mut tick => r,
+                _ = &mut shutdown => {
+                    self.stopping.store(true, Ordering::SeqCst);
+                    info!(stage = "shutdown", "stopping: finishing the alert in hand");
+                    match tokio::time::timeout(grace, tick).await {
+                        Ok(r) => { log_tick(&r); }
+                        Err(_) => warn!(stage = "shutdown", "the alert in hand did not finish in time; the ledger records its open write, checked on restart"),
+                    }
+                    break;
+                }
+            };
+            log_tick(&result);
+            more = matches!(&result, Ok(t) if t.more);
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Takes one alert as far as it can go: filter, dedup, enrich, triage, then its writes.
+    async fn handle(&self, e: &Entry, batch: &mut Vec<crate::ledger::Write>, r: &mut ProcessReport) -> Result<(), PipelineError> {
+        // Writes recorded in an earlier run may have reached Panther: check before writing again.
+        let mut check_first = e.stage == Stage::Writing;
+        if e.stage == Stage::Pending {
+            match filter::check(&self.cfg.filter, &e.status, &e.severity, &e.detection_id) {
+                Outcome::Drop(reason) => {
+                    info!(stage = "filter", outcome = "filtered", reason = %reason, "alert filtered out");
+                    self.ledger.set_stage(&e.id, Stage::Filtered, Some(&reason))?;
+                    r.filtered += 1;
+                    return Ok(());
+                }
+                Outcome::KeepDespite(why) => warn!(stage = "filter", outcome = "kept", reason = %why, "alert kept"),
+                Outcome::Keep => {}
+            }
+            let window = self.cfg.filter.dedup_window;
+            let original = match e.created {
+                Some(t) if !window.is_zero() => self.ledger.original_of(&e.id, &e.detection_id, &e.title, t, window)?,
+                _ => None,
+            };
+            if let Some(orig) = original {
+                let writes = match self.cfg.sync.duplicates {
+                    Duplicates::Link => {
+                        let w = humantime::format_duration(window).to_string();
+                        vec![(WriteKind::Comment, render::duplicate_link(&e.id, &orig, &w, self.cfg.sync.comment_format))]
+                    }
+                    Duplicates::Skip => vec![],
+                };
+                info!(stage = "filter", outcome = "duplicate", original = %orig, "duplicate of an earlier alert");
+                self.ledger.decide(&e.id, "duplicate", None, Some(&orig), e.event_count, &writes)?;
+                r.duplicates += 1;
+            } else {
+                let work = self.investigate(e).await?;
+                let mut writes = vec![(WriteKind::Comment, work.body.clone())];
+                if let Some(s) = work.decision.set_status {
+                    writes.push((WriteKind::Status, s.as_str().to_owned()));
+                }
+                if let Some(a) = &work.decision.assign_to {
+                    writes.push((WriteKind::Assignee, a.clone()));
+                }
+                let v = work.decision.verdict.as_str();
+                info!(stage = "triage", outcome = v, rule = work.decision.rule.as_deref().unwrap_or("-"), "verdict");
+                self.ledger.decide(&e.id, v, work.decision.rule.as_deref(), None, work.event_count, &writes)?;
+                *r.by_verdict.entry(v.to_owned()).or_default() += 1;
+                r.triaged += 1;
+                if r.first_comment.is_none() {
+                    r.first_comment = Some(work.body);
+                }
+            }
+            check_first = false;
+        }
+        for w in self.ledger.writes(&e.id)? {
+            if w.state != crate::ledger::WriteState::Intent {
+                continue;
+            }
+            match w.kind {
+                WriteKind::Comment => self.write_comment(&w, check_first, r).await?,
+                WriteKind::Status | WriteKind::Assignee => batch.push(w),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the alert's events (up to `enrich.max_events`), enriches, decides and renders.
+    async fn investigate(&self, e: &Entry) -> Result<Work, PipelineError> {
+        let es = &self.cfg.enrich;
+        let mut raw = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut capped = false;
+        loop {
+            let want = es.events_per_alert.min(es.max_events - raw.len() as u32);
+            let page = self.api.list_events(&e.id, want, cursor.as_deref()).await?;
+            raw.extend(page.events);
+            if raw.len() as u32 >= es.max_events {
+                raw.truncate(es.max_events as usize);
+                capped = page.next.is_some() || e.event_count > raw.len() as i64;
+                break;
+            }
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut events = Events::default();
+        for ev in &raw {
+            // The events came through serde_json already, so they are valid JSON.
+            if let Err(err) = events.push_json(ev.get()) {
+                warn!(stage = "enrich", error = %err, "an event could not be read");
+            }
+        }
+        let selectors = &self.cfg.selectors;
+        let found = enrich(&events, &self.tables, selectors);
+        let mut hits: Vec<Hit> = Vec::new();
+        for m in &found.matches {
+            let table = &self.tables[m.table];
+            let row: serde_json::Value = serde_json::from_str(&table.row_json(m.entry)).unwrap_or_default();
+            let hit = Hit {
+                table: table.name().to_owned(),
+                field: selectors.get(m.selector).field.clone(),
+                value: m.value.clone(),
+                row_id: table.entry_id(m.entry).to_owned(),
+                confidence: row.get("confidence").and_then(json_int),
+                threat_type: row.get("threat_type").and_then(|v| v.as_str()).map(str::to_owned),
+                source: ["source", "itype"].iter().find_map(|k| row.get(*k).and_then(|v| v.as_str())).map(str::to_owned),
+            };
+            if !hits.iter().any(|h| h.table == hit.table && h.value == hit.value && h.row_id == hit.row_id) {
+                hits.push(hit);
+            }
+        }
+        let severity = crate::panther::Severity::parse(&e.severity);
+        let decision = triage::decide(&self.cfg.rules, severity, &e.detection_id, &hits);
+        let skipped: Vec<(String, String)> = found.skipped.iter().map(|s| (s.value.clone(), s.reason.to_string())).collect();
+        let triaged_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let inv = Investigation {
+            alert_id: &e.id,
+            title: &e.title,
+            detection_id: &e.detection_id,
+            severity: &e.severity,
+            created_at: &e.created_at,
+            decision: &decision,
+            hits: &hits,
+            lookups: found.lookups,
+            skipped: &skipped,
+            skipped_total: found.skipped_total,
+            events_read: raw.len(),
+            event_count: e.event_count.max(raw.len() as i64),
+            events_capped: capped,
+            last_event_at: None,
+            triaged_at: &triaged_at,
+            revision: 1,
+        };
+        let body = render::investigation(&inv, self.cfg.sync.comment_format, &self.cfg.sync.include);
+        Ok(Work { decision, body, event_count: e.event_count.max(raw.len() as i64) })
+    }
+}
+
+/// A confidence as Python's `int()` would read it from a row: integers, floats, numeric strings.
+fn json_int(v: &serde_json::Value) -> Option<i64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn chrono_duration(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn add(total: &mut TickReport, t: &TickReport) {
+    let (p, q) = (&mut total.poll, &t.poll);
+    p.pages += q.pages;
+    p.listed += q.listed;
+    p.new += q.new;
+    p.unreadable += q.unreadable;
+    p.complete = q.complete;
+    let (p, q) = (&mut total.process, &t.process);
+    p.filtered += q.filtered;
+    p.duplicates += q.duplicates;
+    p.triaged += q.triaged;
+    for (k, v) in &q.by_verdict {
+        *p.by_verdict.entry(k.clone()).or_default() += v;
+    }
+    p.comments_posted += q.comments_posted;
+    p.patches += q.patches;
+    p.failed += q.failed;
+    p.deferred += q.deferred;
+    if p.first_comment.is_none() {
+        p.first_comment.clone_from(&q.first_comment);
+    }
+}
+
+fn log_tick(r: &Result<TickReport, PipelineError>) {
+    match r {
+        Ok(t) => info!(
+            stage = "tick",
+            new = t.poll.new,
+            triaged = t.process.triaged,
+            filtered = t.process.filtered,
+            duplicates = t.process.duplicates,
+            deferred = t.process.deferred,
+            "tick done"
+        ),
+        Err(e) => error!(stage = "tick", error = %e, "tick failed; retrying next interval"),
+    }
+}
+
+/// The time a duration before `t`, for tests and callers that reason about windows.
+pub fn before(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t - chrono_duration(d)
+}

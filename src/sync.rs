@@ -1,0 +1,157 @@
+//! Write-back, exactly once (DESIGN.md invariant 2).
+//!
+//! The intent of every write is in the ledger before the write. A comment whose outcome is unknown
+//! (timeout, connection cut after sending, 5xx, a crash) is looked for by its marker among the
+//! alert's comments before it is posted again. Status and assignee changes are idempotent; they are
+//! batched, one `PATCH /alerts` per value.
+
+use tracing::{error, info, warn};
+
+use crate::ledger::{Write, WriteKind, WriteState};
+use crate::panther::{AlertPatch, ApiError, Comment, NewComment, PantherApi, Status};
+use crate::poller::{Pipeline, PipelineError, Planned, ProcessReport};
+use crate::render;
+
+/// IDs per `PATCH /alerts`: keeps one request small; the spec sets no limit.
+const PATCH_IDS: usize = 100;
+
+impl<A: PantherApi> Pipeline<A> {
+    /// Posts one comment write. `check_first`: an earlier attempt may have reached Panther.
+    pub(crate) async fn write_comment(&self, w: &Write, check_first: bool, r: &mut ProcessReport) -> Result<(), PipelineError> {
+        let marker = render::marker(&w.alert_id, w.revision);
+        if self.dry_run {
+            self.planned_push(Planned::Comment { alert_id: w.alert_id.clone(), body: w.payload.clone() });
+            self.ledger.finish_write(w.id, WriteState::Done, None, Some("dry run"))?;
+            return Ok(());
+        }
+        if check_first {
+            if let Some(c) = self.find_marker(&w.alert_id, &marker).await? {
+                info!(stage = "sync", outcome = "already_posted", comment_id = %c.id, "our comment is already on the alert");
+                self.ledger.finish_write(w.id, WriteState::Done, Some(&c.id), Some("found by marker"))?;
+                return Ok(());
+            }
+        }
+        let new = NewComment { alert_id: w.alert_id.clone(), body: w.payload.clone(), format: self.cfg.sync.comment_format };
+        let first = self.api.create_comment(&new).await;
+        let posted = match first {
+            Ok(c) => c,
+            Err(e) if e.outcome_unknown() => {
+                warn!(stage = "sync", outcome = "unknown", error = %e, "comment outcome unknown; looking for it before posting again");
+                match self.find_marker(&w.alert_id, &marker).await? {
+                    Some(c) => c,
+                    // Not there: Panther did not keep it. One more try now; after that the next
+                    // tick checks again first.
+                    None => self.api.create_comment(&new).await.map_err(PipelineError::Api)?,
+                }
+            }
+            Err(e) => return self.refused(w, e),
+        };
+        info!(stage = "sync", outcome = "commented", comment_id = %posted.id, "comment posted");
+        self.ledger.finish_write(w.id, WriteState::Done, Some(&posted.id), None)?;
+        r.comments_posted += 1;
+        Ok(())
+    }
+
+    /// A write Panther refuses for good (4xx other than 429) is recorded failed and logged; a
+    /// transient failure goes back to the caller, and the write stays an intent.
+    fn refused(&self, w: &Write, e: ApiError) -> Result<(), PipelineError> {
+        if e.transient() {
+            return Err(e.into());
+        }
+        error!(alert_id = %w.alert_id, stage = "sync", outcome = "refused", error = %e, "Panther refused our write");
+        self.ledger.finish_write(w.id, WriteState::Failed, None, Some(&e.to_string()))?;
+        self.ledger.set_stage(&w.alert_id, crate::ledger::Stage::Failed, Some(&e.to_string()))?;
+        Ok(())
+    }
+
+    /// Our comment with `marker` on the alert, if there is one (all pages read).
+    async fn find_marker(&self, alert_id: &str, marker: &str) -> Result<Option<Comment>, ApiError> {
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.api.list_comments(alert_id, cursor.as_deref()).await?;
+            if let Some(c) = page.comments.into_iter().find(|c| render::has_marker(&c.body, marker)) {
+                return Ok(Some(c));
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Sends the status and assignee writes collected in a step, grouped by value.
+    pub(crate) async fn flush_patches(&self, writes: Vec<Write>, r: &mut ProcessReport) -> Result<(), PipelineError> {
+        let mut groups: Vec<(WriteKind, String, Vec<Write>)> = Vec::new();
+        for w in writes {
+            match groups.iter_mut().find(|(k, p, _)| *k == w.kind && *p == w.payload) {
+                Some(g) => g.2.push(w),
+                None => groups.push((w.kind, w.payload.clone(), vec![w])),
+            }
+        }
+        for (kind, value, ws) in groups {
+            for chunk in ws.chunks(PATCH_IDS) {
+                let ids: Vec<String> = chunk.iter().map(|w| w.alert_id.clone()).collect();
+                let patch = match kind {
+                    WriteKind::Status => match Status::parse(&value) {
+                        Some(s) => AlertPatch { ids, status: Some(s), assignee: None },
+                        None => continue, // config checked it; a ledger from elsewhere is not ours to guess
+                    },
+                    WriteKind::Assignee => match self.user_id(&value).await? {
+                        Some(user) => AlertPatch { ids, status: None, assignee: Some(user) },
+                        None => {
+                            let why = format!("no Panther user {value:?}; check assign_to in [[triage.rules]]");
+                            error!(stage = "sync", outcome = "refused", detail = %why, "cannot assign");
+                            for w in chunk {
+                                self.ledger.finish_write(w.id, WriteState::Failed, None, Some(&why))?;
+                            }
+                            continue;
+                        }
+                    },
+                    WriteKind::Comment => continue,
+                };
+                if self.dry_run {
+                    self.planned_push(match kind {
+                        WriteKind::Status => Planned::Status { ids: patch.ids.clone(), status: value.clone() },
+                        _ => Planned::Assignee { ids: patch.ids.clone(), assignee: value.clone() },
+                    });
+                } else {
+                    match self.api.patch_alerts(&patch).await {
+                        Ok(()) => r.patches += 1,
+                        Err(e) if e.transient() => return Err(e.into()),
+                        Err(e) => {
+                            error!(stage = "sync", outcome = "refused", error = %e, "Panther refused an alert update");
+                            for w in chunk {
+                                self.ledger.finish_write(w.id, WriteState::Failed, None, Some(&e.to_string()))?;
+                            }
+                            continue;
+                        }
+                    }
+                }
+                info!(stage = "sync", outcome = "updated", kind = kind.as_str(), value = %value, alerts = chunk.len(), "alerts updated");
+                for w in chunk {
+                    self.ledger.finish_write(w.id, WriteState::Done, None, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `assign_to` as a user ID: an email address is looked up once per process; anything else is
+    /// taken as an ID already.
+    async fn user_id(&self, who: &str) -> Result<Option<String>, ApiError> {
+        if !who.contains('@') {
+            return Ok(Some(who.to_owned()));
+        }
+        let mut users = self.users.lock().await;
+        if let Some(id) = users.get(who) {
+            return Ok(id.clone());
+        }
+        let id = if self.dry_run { Some(who.to_owned()) } else { self.api.find_user_id(who).await? };
+        users.insert(who.to_owned(), id.clone());
+        Ok(id)
+    }
+
+    fn planned_push(&self, p: Planned) {
+        self.planned.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+    }
+}
