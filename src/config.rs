@@ -527,7 +527,12 @@ impl Checker {
         }
     }
 
-    fn secret(&mut self, key: &str, inline: Option<SecretString>, file: Option<&Path>) -> Option<(SecretString, SecretSource)> {
+    fn secret(
+        &mut self,
+        key: &str,
+        inline: Option<SecretString>,
+        file: Option<&Path>,
+    ) -> Option<(SecretString, SecretSource)> {
         let file_key = format!("{key}_file");
         match (inline, file) {
             (Some(_), Some(_)) => {
@@ -588,7 +593,11 @@ impl Checker {
                 Ok(mut spec) => {
                     spec.path = self.path(&spec.path);
                     if tables.iter().any(|s: &TableSpec| s.name == spec.name) {
-                        self.problem(&format!("tables[{i}].name"), Some(&spec.name), "two tables have this name; give each its own");
+                        self.problem(
+                            &format!("tables[{i}].name"),
+                            Some(&spec.name),
+                            "two tables have this name; give each its own",
+                        );
                     }
                     tables.push(spec);
                 }
@@ -603,13 +612,8 @@ impl Checker {
             }
         }
         let table_names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-        let rules = raw
-            .triage
-            .rules
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, r)| self.rule(i, r, &table_names))
-            .collect();
+        let rules =
+            raw.triage.rules.into_iter().enumerate().filter_map(|(i, r)| self.rule(i, r, &table_names)).collect();
         let sync = self.sync(raw.sync);
         let retriage_window =
             self.duration("retriage.window", raw.retriage.window.as_deref(), Duration::from_secs(24 * 3600));
@@ -661,7 +665,10 @@ impl Checker {
             self.problem(
                 "panther.api_key",
                 None,
-                format!("is required: set `api_key_file`, `api_key`, or the environment variable {}", env_name("panther.api_key")),
+                format!(
+                    "is required: set `api_key_file`, `api_key`, or the environment variable {}",
+                    env_name("panther.api_key")
+                ),
             );
         }
         let api = match p.api.as_deref().unwrap_or("rest") {
@@ -701,11 +708,15 @@ impl Checker {
     fn filter(&mut self, f: RawFilter) -> FilterSettings {
         let statuses = match f.statuses {
             None => vec![Status::Open],
-            Some(list) => self.enum_list("filter.statuses", &list, Status::parse, "OPEN, TRIAGED, RESOLVED, CLOSED (or INVALID)"),
+            Some(list) => {
+                self.enum_list("filter.statuses", &list, Status::parse, "OPEN, TRIAGED, RESOLVED, CLOSED (or INVALID)")
+            }
         };
         let severities = match f.severities {
             None => Severity::ALL.to_vec(),
-            Some(list) => self.enum_list("filter.severities", &list, Severity::parse, "CRITICAL, HIGH, MEDIUM, LOW, INFO"),
+            Some(list) => {
+                self.enum_list("filter.severities", &list, Severity::parse, "CRITICAL, HIGH, MEDIUM, LOW, INFO")
+            }
         };
         let detection_id = f.detection_id_regex.as_deref().and_then(|p| self.regex("filter.detection_id_regex", p));
         FilterSettings {
@@ -726,7 +737,13 @@ impl Checker {
         }
     }
 
-    fn enum_list<T: PartialEq>(&mut self, key: &str, list: &[String], parse: fn(&str) -> Option<T>, valid: &str) -> Vec<T> {
+    fn enum_list<T: PartialEq>(
+        &mut self,
+        key: &str,
+        list: &[String],
+        parse: fn(&str) -> Option<T>,
+        valid: &str,
+    ) -> Vec<T> {
         let mut out = Vec::new();
         if list.is_empty() {
             self.problem(key, Some("[]"), format!("an empty list would let nothing through; list some of {valid}"));
@@ -841,7 +858,11 @@ impl Checker {
         }
         let secret = self.secret("webhook.secret", w.secret, w.secret_file.as_deref());
         if secret.is_none() && !self.problems.iter().any(|p| p.key.starts_with("webhook.secret")) {
-            self.problem("webhook.secret", None, "is required: set `secret_file` or `secret` (the receiver never runs open)");
+            self.problem(
+                "webhook.secret",
+                None,
+                "is required: set `secret_file` or `secret` (the receiver never runs open)",
+            );
         }
         Some(WebhookSettings { listen: listen?, secret_header, secret: secret?.0 })
     }
@@ -890,9 +911,7 @@ fn read_secret_file(path: &Path) -> Result<SecretString, String> {
     use std::io::Read;
     let f = std::fs::File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
     let mut buf = String::new();
-    f.take(SECRET_FILE_MAX)
-        .read_to_string(&mut buf)
-        .map_err(|e| format!("cannot read it as text: {e}"))?;
+    f.take(SECRET_FILE_MAX).read_to_string(&mut buf).map_err(|e| format!("cannot read it as text: {e}"))?;
     let trimmed = buf.trim();
     if trimmed.is_empty() {
         return Err("the file is empty".into());

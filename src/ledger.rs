@@ -548,9 +548,12 @@ mod tests {
     fn alerts_are_recorded_once_and_the_watermark_only_moves_forward() {
         let l = Ledger::in_memory().unwrap();
         let t1 = parse_time("2026-01-01T00:00:00Z");
-        let fresh = l.record_page(&[alert("a", "2026-01-01T00:00:00Z"), alert("b", "2026-01-01T00:00:01Z")], "poll", t1).unwrap();
+        let fresh = l
+            .record_page(&[alert("a", "2026-01-01T00:00:00Z"), alert("b", "2026-01-01T00:00:01Z")], "poll", t1)
+            .unwrap();
         assert_eq!(fresh, vec![true, true]);
-        let fresh = l.record_page(&[alert("b", "2026-01-01T00:00:01Z")], "poll", parse_time("2025-01-01T00:00:00Z")).unwrap();
+        let fresh =
+            l.record_page(&[alert("b", "2026-01-01T00:00:01Z")], "poll", parse_time("2025-01-01T00:00:00Z")).unwrap();
         assert_eq!(fresh, vec![false]);
         assert_eq!(l.watermark().unwrap(), t1, "the watermark never moves back");
         assert_eq!(l.unfinished(10).unwrap().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
@@ -576,8 +579,15 @@ mod tests {
     fn an_alert_is_done_when_its_last_write_is() {
         let l = Ledger::in_memory().unwrap();
         l.record_page(&[alert("a", "2026-01-01T00:00:00Z")], "poll", None).unwrap();
-        l.decide("a", "malicious", Some("r"), None, 3, &[(WriteKind::Comment, "body".into()), (WriteKind::Status, "TRIAGED".into())])
-            .unwrap();
+        l.decide(
+            "a",
+            "malicious",
+            Some("r"),
+            None,
+            3,
+            &[(WriteKind::Comment, "body".into()), (WriteKind::Status, "TRIAGED".into())],
+        )
+        .unwrap();
         let w = l.writes("a").unwrap();
         assert_eq!(w.len(), 2);
         l.finish_write(w[0].id, WriteState::Done, Some("c1"), None).unwrap();
@@ -593,7 +603,11 @@ mod tests {
     #[test]
     fn the_original_of_a_duplicate_is_the_first_within_the_window() {
         let l = Ledger::in_memory().unwrap();
-        let a = [alert("a", "2026-01-01T00:00:00Z"), alert("b", "2026-01-01T00:10:00Z"), alert("c", "2026-01-01T00:30:00Z")];
+        let a = [
+            alert("a", "2026-01-01T00:00:00Z"),
+            alert("b", "2026-01-01T00:10:00Z"),
+            alert("c", "2026-01-01T00:30:00Z"),
+        ];
         l.record_page(&a, "poll", None).unwrap();
         l.decide("a", "unknown", None, None, 1, &[]).unwrap();
         let win = Duration::from_secs(15 * 60);

@@ -22,7 +22,7 @@ use crate::config::{Config, Duplicates};
 use crate::enrich::{enrich, Events};
 use crate::filter::{self, Outcome};
 use crate::ledger::{Entry, Ledger, LedgerError, Stage, WriteKind};
-use crate::panther::{format_time, AlertQuery, ApiError, PantherApi};
+use crate::panther::{AlertQuery, ApiError, PantherApi};
 use crate::render::{self, Investigation};
 use crate::tables::Table;
 use crate::triage::{self, Decision, Hit};
@@ -230,7 +230,8 @@ impl<A: PantherApi> Pipeline<A> {
         let mut total = TickReport::default();
         loop {
             let t = self.tick().await?;
-            let progress = t.poll.new + t.process.triaged + t.process.filtered + t.process.duplicates + t.process.failed;
+            let progress =
+                t.poll.new + t.process.triaged + t.process.filtered + t.process.duplicates + t.process.failed;
             add(&mut total, &t);
             if !t.more || t.process.deferred > 0 || progress == 0 {
                 total.more = t.more;
@@ -296,7 +297,12 @@ impl<A: PantherApi> Pipeline<A> {
     }
 
     /// Takes one alert as far as it can go: filter, dedup, enrich, triage, then its writes.
-    async fn handle(&self, e: &Entry, batch: &mut Vec<crate::ledger::Write>, r: &mut ProcessReport) -> Result<(), PipelineError> {
+    async fn handle(
+        &self,
+        e: &Entry,
+        batch: &mut Vec<crate::ledger::Write>,
+        r: &mut ProcessReport,
+    ) -> Result<(), PipelineError> {
         // Writes recorded in an earlier run may have reached Panther: check before writing again.
         let mut check_first = e.stage == Stage::Writing;
         if e.stage == Stage::Pending {
@@ -319,7 +325,10 @@ impl<A: PantherApi> Pipeline<A> {
                 let writes = match self.cfg.sync.duplicates {
                     Duplicates::Link => {
                         let w = humantime::format_duration(window).to_string();
-                        vec![(WriteKind::Comment, render::duplicate_link(&e.id, &orig, &w, self.cfg.sync.comment_format))]
+                        vec![(
+                            WriteKind::Comment,
+                            render::duplicate_link(&e.id, &orig, &w, self.cfg.sync.comment_format),
+                        )]
                     }
                     Duplicates::Skip => vec![],
                 };
@@ -398,7 +407,10 @@ impl<A: PantherApi> Pipeline<A> {
                 row_id: table.entry_id(m.entry).to_owned(),
                 confidence: row.get("confidence").and_then(json_int),
                 threat_type: row.get("threat_type").and_then(|v| v.as_str()).map(str::to_owned),
-                source: ["source", "itype"].iter().find_map(|k| row.get(*k).and_then(|v| v.as_str())).map(str::to_owned),
+                source: ["source", "itype"]
+                    .iter()
+                    .find_map(|k| row.get(*k).and_then(|v| v.as_str()))
+                    .map(str::to_owned),
             };
             if !hits.iter().any(|h| h.table == hit.table && h.value == hit.value && h.row_id == hit.row_id) {
                 hits.push(hit);
@@ -406,7 +418,8 @@ impl<A: PantherApi> Pipeline<A> {
         }
         let severity = crate::panther::Severity::parse(&e.severity);
         let decision = triage::decide(&self.cfg.rules, severity, &e.detection_id, &hits);
-        let skipped: Vec<(String, String)> = found.skipped.iter().map(|s| (s.value.clone(), s.reason.to_string())).collect();
+        let skipped: Vec<(String, String)> =
+            found.skipped.iter().map(|s| (s.value.clone(), s.reason.to_string())).collect();
         let triaged_at = Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let inv = Investigation {
             alert_id: &e.id,

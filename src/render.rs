@@ -316,7 +316,13 @@ mod tests {
     }
 
     fn hit(value: &str) -> Hit {
-        Hit { table: "anomali".into(), field: "p_any_ip_addresses".into(), value: value.into(), row_id: "42".into(), ..Hit::default() }
+        Hit {
+            table: "anomali".into(),
+            field: "p_any_ip_addresses".into(),
+            value: value.into(),
+            row_id: "42".into(),
+            ..Hit::default()
+        }
     }
 
     #[test]

@@ -17,7 +17,12 @@ const PATCH_IDS: usize = 100;
 
 impl<A: PantherApi> Pipeline<A> {
     /// Posts one comment write. `check_first`: an earlier attempt may have reached Panther.
-    pub(crate) async fn write_comment(&self, w: &Write, check_first: bool, r: &mut ProcessReport) -> Result<(), PipelineError> {
+    pub(crate) async fn write_comment(
+        &self,
+        w: &Write,
+        check_first: bool,
+        r: &mut ProcessReport,
+    ) -> Result<(), PipelineError> {
         let marker = render::marker(&w.alert_id, w.revision);
         if self.dry_run {
             self.planned_push(Planned::Comment { alert_id: w.alert_id.clone(), body: w.payload.clone() });
@@ -31,7 +36,8 @@ impl<A: PantherApi> Pipeline<A> {
                 return Ok(());
             }
         }
-        let new = NewComment { alert_id: w.alert_id.clone(), body: w.payload.clone(), format: self.cfg.sync.comment_format };
+        let new =
+            NewComment { alert_id: w.alert_id.clone(), body: w.payload.clone(), format: self.cfg.sync.comment_format };
         let first = self.api.create_comment(&new).await;
         let posted = match first {
             Ok(c) => c,

@@ -178,7 +178,11 @@ mod tests {
     #[test]
     fn the_first_rule_that_holds_decides_with_its_reasons() {
         let rules = vec![
-            Rule { min_confidence: Some(80), threat_types: vec!["c2".into(), "malware".into()], ..rule("bad", Verdict::Malicious) },
+            Rule {
+                min_confidence: Some(80),
+                threat_types: vec!["c2".into(), "malware".into()],
+                ..rule("bad", Verdict::Malicious)
+            },
             Rule { has_matches: Some(true), ..rule("any", Verdict::Suspicious) },
             Rule { has_matches: Some(false), ..rule("clean", Verdict::Benign) },
         ];
@@ -206,10 +210,16 @@ mod tests {
             ..rule("r", Verdict::Suspicious)
         };
         let rules = [r];
-        assert_eq!(decide(&rules, Some(Severity::Critical), "AWS.Root", &[hit("tor", 0, "")]).verdict, Verdict::Suspicious);
+        assert_eq!(
+            decide(&rules, Some(Severity::Critical), "AWS.Root", &[hit("tor", 0, "")]).verdict,
+            Verdict::Suspicious
+        );
         assert_eq!(decide(&rules, Some(Severity::High), "AWS.Root", &[hit("tor", 0, "")]).verdict, Verdict::Unknown);
         assert_eq!(decide(&rules, Some(Severity::Critical), "Okta.X", &[hit("tor", 0, "")]).verdict, Verdict::Unknown);
-        assert_eq!(decide(&rules, Some(Severity::Critical), "AWS.Root", &[hit("anomali", 0, "")]).verdict, Verdict::Unknown);
+        assert_eq!(
+            decide(&rules, Some(Severity::Critical), "AWS.Root", &[hit("anomali", 0, "")]).verdict,
+            Verdict::Unknown
+        );
         // A row without a confidence never meets a minimum.
         let min = [Rule { min_confidence: Some(0), ..rule("m", Verdict::Benign) }];
         let none = Hit { confidence: None, ..hit("t", 0, "") };

@@ -91,7 +91,10 @@ impl RestClient {
             .user_agent(concat!("panther-triage/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(s.timeout.min(Duration::from_secs(10)))
             .build()
-            .map_err(|e| ApiError::Connect { op: Op::ListAlerts, detail: format!("cannot build the HTTP client: {e}") })?;
+            .map_err(|e| ApiError::Connect {
+                op: Op::ListAlerts,
+                detail: format!("cannot build the HTTP client: {e}"),
+            })?;
         let limiter = limiter_for(&s.api_key, s.requests_per_second);
         Ok(RestClient { http, base: s.url, api_key: s.api_key, limiter, timeout: s.timeout, retry: s.retry })
     }
@@ -155,7 +158,12 @@ impl RestClient {
         let retry_after =
             resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry::parse_retry_after);
         let body = resp.bytes().await.map_err(|e| (self.transport_error(op, &e), None))?;
-        tracing::debug!(operation = op.as_str(), status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "panther api");
+        tracing::debug!(
+            operation = op.as_str(),
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "panther api"
+        );
         if status.is_success() {
             return Ok(body.to_vec());
         }

@@ -69,7 +69,11 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_stops_after_max_retries() {
-        let p = RetryPolicy { max_retries: 4, min_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(1) };
+        let p = RetryPolicy {
+            max_retries: 4,
+            min_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+        };
         let d: Vec<_> = p.delays().collect();
         assert_eq!(d.len(), 4);
         // Jitter adds up to one more base delay; the base doubles from 100 ms.

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod daemon;
 mod peer;
 
 use std::path::{Path, PathBuf};
