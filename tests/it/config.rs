@@ -1,30 +1,44 @@
 //! `config/example.toml` holds only settings the code knows, and each of them checks out.
 
-use panther_triage::enrich::SelectorConfig;
+use panther_triage::config::{Config, Duplicates, Section};
+use panther_triage::panther::{Severity, Status};
 use panther_triage::tables::{Format, TableConfig};
+use panther_triage::triage::Verdict;
 
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Example {
-    tables: Vec<TableConfig>,
-    selectors: Vec<SelectorConfig>,
-}
-
-fn example() -> Example {
+/// The example as the daemon reads it, with its secret file pointed at a temporary one.
+fn example() -> Config {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key"), "k\n").unwrap();
     let text = std::fs::read_to_string(crate::repo().join("config/example.toml")).unwrap();
-    toml::from_str(&text).unwrap_or_else(|e| panic!("config/example.toml: {e}"))
+    let key_line = "api_key_file = \"/run/secrets/panther\"";
+    assert!(text.contains(key_line), "the example reads the key from a file");
+    let text = text.replace(key_line, "api_key_file = \"key\"");
+    Config::from_toml(&dir.path().join("example.toml"), &text, Vec::new())
+        .unwrap_or_else(|e| panic!("config/example.toml: {e}"))
 }
 
 #[test]
-fn every_table_and_selector_in_the_example_is_valid() {
-    let ex = example();
-    let specs: Vec<_> = ex.tables.iter().map(|t| t.to_spec().unwrap_or_else(|e| panic!("{e}"))).collect();
-    let formats: Vec<Format> = specs.iter().map(|s| s.format).collect();
+fn the_example_configuration_is_valid_and_means_what_its_comments_say() {
+    let c = example();
+    let formats: Vec<Format> = c.tables.iter().map(|s| s.format).collect();
     assert_eq!(formats, vec![Format::Anomali, Format::List, Format::Csv], "the example shows each format");
-    assert_eq!(specs[0].refresh, Some(std::time::Duration::from_secs(3600)));
-    for s in &ex.selectors {
-        s.to_selector().unwrap_or_else(|e| panic!("{e}"));
-    }
+    assert_eq!(c.tables[0].refresh, Some(std::time::Duration::from_secs(3600)));
+    assert_eq!(c.filter.statuses, vec![Status::Open]);
+    assert_eq!(c.filter.severities, Severity::ALL.to_vec());
+    assert!(!c.filter.detection_id.as_ref().unwrap().is_match("AWS.CloudTrail.Test.X").unwrap());
+    assert_eq!(c.rules.len(), 4);
+    assert_eq!(c.rules[0].verdict, Verdict::Malicious);
+    assert_eq!(c.rules[0].set_status, Some(Status::Triaged));
+    assert_eq!(c.sync.include, Section::ALL.to_vec());
+    assert_eq!(c.sync.duplicates, Duplicates::Link);
+    assert_eq!(c.state_path, std::path::Path::new("/var/lib/panther-triage/state.db"));
+}
+
+#[test]
+fn the_demo_configuration_is_valid() {
+    let path = crate::repo().join("fixtures/demo/config.toml");
+    let c = Config::load_with_env(&path, Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.rules.len(), 4);
 }
 
 #[test]
