@@ -377,3 +377,39 @@ fn the_demo_runs_and_prints_a_summary_and_the_first_comment() {
     );
     assert!(stdout.contains("first comment posted") && stdout.contains("<!-- panther-triage:"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_loop_triages_new_alerts_each_interval_and_stops_on_its_signal() {
+    let env = Env::new().await;
+    env.fake.add_alert(alert("first", ago(5), "Okta.X", "t1"), ip_event("10.0.0.1"));
+    let p = std::sync::Arc::new(env.pipeline("[poll]\ninterval = \"100ms\"\n"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let runner = {
+        let p = p.clone();
+        tokio::spawn(
+            async move { p.run(async { stopped.await.unwrap_or(()) }, std::time::Duration::from_secs(5)).await },
+        )
+    };
+    let wait_for = |id: &'static str| {
+        let fake = env.fake.clone();
+        async move {
+            for _ in 0..100 {
+                if !fake.comments(id).is_empty() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("alert {id} was not triaged by the loop");
+        }
+    };
+    wait_for("first").await;
+    env.fake.add_alert(alert("second", ago(1), "Okta.X", "t2"), ip_event("10.0.0.1"));
+    wait_for("second").await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), runner)
+        .await
+        .expect("the loop stops on its signal")
+        .unwrap();
+    assert_eq!(env.comment_count("first"), 1);
+    assert_eq!(env.comment_count("second"), 1);
+}
