@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod daemon;
+mod openapi;
 mod peer;
 
 use std::path::{Path, PathBuf};
