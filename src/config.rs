@@ -572,6 +572,24 @@ impl Checker {
             overlap: self.duration("poll.overlap", raw.poll.overlap.as_deref(), Duration::from_secs(600)),
             max_alerts_per_tick: raw.poll.max_alerts_per_tick.unwrap_or(500),
         };
+        const DAY: u64 = 24 * 3600;
+        if poll.interval > Duration::from_secs(DAY) {
+            self.problem(
+                "poll.interval",
+                raw.poll.interval.as_deref(),
+                "at most 1 day; Panther is polled at least daily",
+            );
+        }
+        if poll.lookback > Duration::from_secs(366 * DAY) {
+            self.problem("poll.lookback", raw.poll.lookback.as_deref(), "at most 366 days");
+        }
+        if poll.overlap < Duration::from_secs(1) || poll.overlap > Duration::from_secs(7 * DAY) {
+            self.problem(
+                "poll.overlap",
+                raw.poll.overlap.as_deref(),
+                "between 1s and 7 days: without an overlap, alerts Panther indexes late are missed (10m is the default)",
+            );
+        }
         if poll.max_alerts_per_tick == 0 {
             self.problem("poll.max_alerts_per_tick", Some("0"), "must be at least 1");
         }
@@ -651,7 +669,9 @@ impl Checker {
             Some(u) => match check_url(u) {
                 Ok(url) => Some(url),
                 Err(fix) => {
-                    self.problem("panther.url", Some(u), fix);
+                    // A URL with credentials in it is not echoed: they may be the key.
+                    let shown = if u.contains('@') { None } else { Some(u) };
+                    self.problem("panther.url", shown, fix);
                     None
                 }
             },
@@ -997,6 +1017,16 @@ mod tests {
         assert!(keys.contains(&"triage.rules[0].verdict") && keys.contains(&"triage.rules[0].tables"), "{keys:?}");
         let url = p.iter().find(|p| p.key == "panther.url").unwrap();
         assert!(url.fix.contains("https://"), "{url}");
+    }
+
+    #[test]
+    fn windows_are_bounded_and_a_url_with_credentials_is_not_echoed() {
+        let p = problems(
+            "[panther]\nurl = \"https://x:CANARY@api.acme.net\"\napi_key = \"k\"\n[poll]\noverlap = \"0s\"\nlookback = \"1000000y\"\ninterval = \"3d\"\n",
+        );
+        let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["panther.url", "poll.interval", "poll.lookback", "poll.overlap"]);
+        assert!(!p.iter().any(|p| p.to_string().contains("CANARY")), "{p:?}");
     }
 
     #[test]

@@ -332,12 +332,13 @@ impl Ledger {
         Ok(st.query_row(params![id], entry).optional()?)
     }
 
-    /// Alerts still owed work, oldest first.
+    /// Alerts still owed work: oldest first, but those that failed before go after those that did
+    /// not, so one alert Panther keeps failing on cannot hold up the rest.
     pub fn unfinished(&self, limit: usize) -> Result<Vec<Entry>, LedgerError> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(&format!(
             "SELECT {ENTRY_COLUMNS} FROM alerts WHERE stage IN ('pending', 'writing')
-             ORDER BY created_ms IS NULL, created_ms, id LIMIT ?1"
+             ORDER BY attempts, created_ms IS NULL, created_ms, id LIMIT ?1"
         ))?;
         let rows = st.query_map(params![limit as i64], entry)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -390,7 +391,9 @@ impl Ledger {
     }
 
     /// Records what triage decided and the writes it owes, all in one transaction; the alert moves
-    /// to `writing`. Writes already recorded (a second decision after a crash) are kept as they are.
+    /// from `pending` to `writing`. Returns false, changing nothing, when the alert was no longer
+    /// pending (another process sharing the state file decided first). Writes already recorded are
+    /// kept as they are.
     pub fn decide(
         &self,
         id: &str,
@@ -399,16 +402,19 @@ impl Ledger {
         original_id: Option<&str>,
         event_count: i64,
         writes: &[(WriteKind, String)],
-    ) -> Result<(), LedgerError> {
+    ) -> Result<bool, LedgerError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let now = now();
         let revision = 1;
-        tx.execute(
+        let changed = tx.execute(
             "UPDATE alerts SET stage = 'writing', verdict = ?2, rule = ?3, original_id = ?4, event_count = ?5,
-                 revision = ?6, reason = NULL, updated_at = ?7 WHERE id = ?1",
+                 revision = ?6, reason = NULL, updated_at = ?7 WHERE id = ?1 AND stage = 'pending'",
             params![id, verdict, rule, original_id, event_count, revision, now],
         )?;
+        if changed == 0 {
+            return Ok(false);
+        }
         for (kind, payload) in writes {
             tx.execute(
                 "INSERT OR IGNORE INTO writes (alert_id, kind, revision, payload, state, created_at, updated_at)
@@ -421,6 +427,21 @@ impl Ledger {
             "UPDATE alerts SET stage = 'done' WHERE id = ?1
                AND NOT EXISTS (SELECT 1 FROM writes WHERE alert_id = ?1 AND state = 'intent')",
             params![id],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Puts a failed alert back in the queue (`triage ALERT_ID` on it, once the cause is fixed).
+    /// Writes that were done stay done; failed ones are forgotten so they are tried again.
+    pub fn reopen(&self, id: &str) -> Result<(), LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM writes WHERE alert_id = ?1 AND state = 'failed'", params![id])?;
+        tx.execute(
+            "UPDATE alerts SET stage = 'pending', reason = NULL, attempts = 0, updated_at = ?2
+             WHERE id = ?1 AND stage = 'failed'",
+            params![id, now()],
         )?;
         tx.commit()?;
         Ok(())
@@ -557,6 +578,38 @@ mod tests {
         assert_eq!(fresh, vec![false]);
         assert_eq!(l.watermark().unwrap(), t1, "the watermark never moves back");
         assert_eq!(l.unfinished(10).unwrap().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        // An alert that keeps failing goes behind the others.
+        l.note_attempt("a", "timeout").unwrap();
+        assert_eq!(l.unfinished(10).unwrap().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["b", "a"]);
+    }
+
+    #[test]
+    fn an_alert_without_a_readable_time_is_still_queued() {
+        let l = Ledger::in_memory().unwrap();
+        l.record_page(&[alert("x", "yesterday"), alert("a", "2026-01-01T00:00:00Z")], "poll", None).unwrap();
+        assert_eq!(l.unfinished(10).unwrap().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["a", "x"]);
+    }
+
+    #[test]
+    fn a_reopened_alert_keeps_its_done_writes() {
+        let l = Ledger::in_memory().unwrap();
+        l.record_page(&[alert("a", "2026-01-01T00:00:00Z")], "poll", None).unwrap();
+        l.decide(
+            "a",
+            "malicious",
+            None,
+            None,
+            1,
+            &[(WriteKind::Comment, "b".into()), (WriteKind::Status, "TRIAGED".into())],
+        )
+        .unwrap();
+        let w = l.writes("a").unwrap();
+        l.finish_write(w[0].id, WriteState::Done, Some("c1"), None).unwrap();
+        l.finish_write(w[1].id, WriteState::Failed, None, Some("403")).unwrap();
+        l.set_stage("a", Stage::Failed, Some("403")).unwrap();
+        l.reopen("a").unwrap();
+        assert_eq!(l.get("a").unwrap().unwrap().stage, Stage::Pending);
+        assert_eq!(l.writes("a").unwrap().len(), 1, "the done comment stays, the failed write goes");
     }
 
     #[test]
@@ -595,9 +648,10 @@ mod tests {
         l.finish_write(w[1].id, WriteState::Done, None, None).unwrap();
         assert_eq!(l.get("a").unwrap().unwrap().stage, Stage::Done);
         assert_eq!(l.writes("a").unwrap()[0].comment_id.as_deref(), Some("c1"));
-        // Deciding again keeps the recorded writes.
-        l.decide("a", "benign", None, None, 3, &[(WriteKind::Comment, "other".into())]).unwrap();
+        // A second decision (another process, a retry) changes nothing.
+        assert!(!l.decide("a", "benign", None, None, 3, &[(WriteKind::Comment, "other".into())]).unwrap());
         assert_eq!(l.writes("a").unwrap()[0].payload, "body");
+        assert_eq!(l.get("a").unwrap().unwrap().verdict.as_deref(), Some("malicious"));
     }
 
     #[test]

@@ -145,8 +145,8 @@ impl<A: PantherApi> Pipeline<A> {
         let now = Utc::now();
         let p = &self.cfg.poll;
         let after = match self.ledger.watermark()? {
-            Some(w) => w - chrono_duration(p.overlap),
-            None => now - chrono_duration(p.lookback),
+            Some(w) => before(w, p.overlap),
+            None => before(now, p.lookback),
         };
         let mut q = AlertQuery {
             created_after: after,
@@ -199,7 +199,15 @@ impl<A: PantherApi> Pipeline<A> {
             let span = tracing::info_span!("alert", alert_id = %e.id, detection_id = %e.detection_id);
             match self.handle(&e, &mut batch, &mut r).instrument(span).await {
                 Ok(()) => {}
-                Err(PipelineError::Api(err)) if err.transient() => {
+                Err(PipelineError::Api(err @ ApiError::Unauthorized { .. })) => {
+                    // The key lacks a permission: every alert would fail the same way. Stop and
+                    // mark nothing, so fixing the key lets them all through.
+                    error!(alert_id = %e.id, stage = "process", outcome = "deferred", error = %err, "Panther refused the API key; nothing more is processed this tick");
+                    self.ledger.note_attempt(&e.id, &err.to_string())?;
+                    r.deferred += 1;
+                    break;
+                }
+                Err(PipelineError::Api(err)) if err.transient() || err.outcome_unknown() => {
                     warn!(alert_id = %e.id, stage = "process", outcome = "deferred", error = %err, "Panther is not answering; the alert waits for the next tick");
                     self.ledger.note_attempt(&e.id, &err.to_string())?;
                     r.deferred += 1;
@@ -221,7 +229,7 @@ impl<A: PantherApi> Pipeline<A> {
     pub async fn tick(&self) -> Result<TickReport, PipelineError> {
         let poll = self.poll().await?;
         let process = self.process().await?;
-        let more = !poll.complete || (self.ledger.backlog()? > 0 && process.deferred == 0 && process.failed == 0);
+        let more = !poll.complete || (self.ledger.backlog()? > 0 && process.deferred == 0);
         Ok(TickReport { poll, process, more })
     }
 
@@ -246,6 +254,8 @@ impl<A: PantherApi> Pipeline<A> {
         let alert = self.api.get_alert(id).await?;
         self.ledger.record_page(std::slice::from_ref(&alert), "manual", None)?;
         let mut r = ProcessReport::default();
+        // Asked for by name: an alert that failed earlier (a refused key, say) is tried again.
+        self.ledger.reopen(&alert.id)?;
         let e = self.ledger.get(&alert.id)?.ok_or_else(|| LedgerError::Sql(rusqlite::Error::QueryReturnedNoRows))?;
         if matches!(e.stage, Stage::Pending | Stage::Writing) {
             let mut batch = Vec::new();
@@ -288,6 +298,9 @@ impl<A: PantherApi> Pipeline<A> {
                 }
             };
             log_tick(&result);
+            for planned in self.take_planned() {
+                info!(stage = "sync", outcome = "dry_run", planned = %planned, "not written (dry run)");
+            }
             more = matches!(&result, Ok(t) if t.more);
         }
     }
@@ -333,7 +346,9 @@ impl<A: PantherApi> Pipeline<A> {
                     Duplicates::Skip => vec![],
                 };
                 info!(stage = "filter", outcome = "duplicate", original = %orig, "duplicate of an earlier alert");
-                self.ledger.decide(&e.id, "duplicate", None, Some(&orig), e.event_count, &writes)?;
+                if !self.ledger.decide(&e.id, "duplicate", None, Some(&orig), e.event_count, &writes)? {
+                    return Ok(()); // another process sharing the state file has it
+                }
                 r.duplicates += 1;
             } else {
                 let work = self.investigate(e).await?;
@@ -346,7 +361,9 @@ impl<A: PantherApi> Pipeline<A> {
                 }
                 let v = work.decision.verdict.as_str();
                 info!(stage = "triage", outcome = v, rule = work.decision.rule.as_deref().unwrap_or("-"), "verdict");
-                self.ledger.decide(&e.id, v, work.decision.rule.as_deref(), None, work.event_count, &writes)?;
+                if !self.ledger.decide(&e.id, v, work.decision.rule.as_deref(), None, work.event_count, &writes)? {
+                    return Ok(()); // another process sharing the state file has it
+                }
                 *r.by_verdict.entry(v.to_owned()).or_default() += 1;
                 r.triaged += 1;
                 if r.first_comment.is_none() {
@@ -453,10 +470,6 @@ fn json_int(v: &serde_json::Value) -> Option<i64> {
     }
 }
 
-fn chrono_duration(d: Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
-}
-
 fn add(total: &mut TickReport, t: &TickReport) {
     let (p, q) = (&mut total.poll, &t.poll);
     p.pages += q.pages;
@@ -495,7 +508,7 @@ fn log_tick(r: &Result<TickReport, PipelineError>) {
     }
 }
 
-/// The time a duration before `t`, for tests and callers that reason about windows.
+/// The time `d` before `t`, or the earliest time there is (a duration from config can be huge).
 pub fn before(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
-    t - chrono_duration(d)
+    chrono::Duration::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }

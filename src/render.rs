@@ -131,7 +131,7 @@ impl Body {
 pub fn investigation(inv: &Investigation<'_>, format: CommentFormat, include: &[Section]) -> String {
     let mark = marker_line(format, &marker(inv.alert_id, inv.revision));
     // Room for the marker and one "left out" note.
-    let mut b = Body { format, text: String::new(), budget: MAX_BODY - mark.len() - 200 };
+    let mut b = Body { format, text: String::new(), budget: MAX_BODY.saturating_sub(mark.len() + 200) };
     let html = format == CommentFormat::Html;
     let d = inv.decision;
     let rule = d.rule.as_deref().map(|r| b.v(r));
@@ -254,7 +254,7 @@ pub fn investigation(inv: &Investigation<'_>, format: CommentFormat, include: &[
             }
         }
     }
-    b.budget += 200;
+    b.budget = MAX_BODY.saturating_sub(mark.len());
     if left_out > 0 {
         let note = format!("{left_out} more match(es) not shown: the comment would exceed Panther's size limit");
         b.push(&if html { format!("<p><i>{note}</i></p>\n") } else { format!("\n{note}\n") });

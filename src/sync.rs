@@ -45,9 +45,9 @@ impl<A: PantherApi> Pipeline<A> {
                 warn!(stage = "sync", outcome = "unknown", error = %e, "comment outcome unknown; looking for it before posting again");
                 match self.find_marker(&w.alert_id, &marker).await? {
                     Some(c) => c,
-                    // Not there: Panther did not keep it. One more try now; after that the next
-                    // tick checks again first.
-                    None => self.api.create_comment(&new).await.map_err(PipelineError::Api)?,
+                    // Not there yet, but Panther may still be working on the request: posting now
+                    // could make two. The intent stays open; the next tick looks again first.
+                    None => return Err(e.into()),
                 }
             }
             Err(e) => return self.refused(w, e),
@@ -61,7 +61,7 @@ impl<A: PantherApi> Pipeline<A> {
     /// A write Panther refuses for good (4xx other than 429) is recorded failed and logged; a
     /// transient failure goes back to the caller, and the write stays an intent.
     fn refused(&self, w: &Write, e: ApiError) -> Result<(), PipelineError> {
-        if e.transient() {
+        if e.transient() || matches!(e, ApiError::Unauthorized { .. }) {
             return Err(e.into());
         }
         error!(alert_id = %w.alert_id, stage = "sync", outcome = "refused", error = %e, "Panther refused our write");
@@ -123,11 +123,28 @@ impl<A: PantherApi> Pipeline<A> {
                 } else {
                     match self.api.patch_alerts(&patch).await {
                         Ok(()) => r.patches += 1,
-                        Err(e) if e.transient() => return Err(e.into()),
-                        Err(e) => {
-                            error!(stage = "sync", outcome = "refused", error = %e, "Panther refused an alert update");
+                        Err(e) if e.transient() || matches!(e, ApiError::Unauthorized { .. }) => return Err(e.into()),
+                        Err(e) if chunk.len() > 1 => {
+                            // One bad ID (an alert deleted since) must not sink the others: one by one.
+                            warn!(stage = "sync", error = %e, "a batched alert update was refused; sending it alert by alert");
                             for w in chunk {
-                                self.ledger.finish_write(w.id, WriteState::Failed, None, Some(&e.to_string()))?;
+                                let one = AlertPatch { ids: vec![w.alert_id.clone()], ..patch.clone() };
+                                match self.api.patch_alerts(&one).await {
+                                    Ok(()) => {
+                                        r.patches += 1;
+                                        self.ledger.finish_write(w.id, WriteState::Done, None, None)?;
+                                    }
+                                    Err(e) if e.transient() || matches!(e, ApiError::Unauthorized { .. }) => {
+                                        return Err(e.into())
+                                    }
+                                    Err(e) => self.patch_refused(w, &e)?,
+                                }
+                            }
+                            continue;
+                        }
+                        Err(e) => {
+                            for w in chunk {
+                                self.patch_refused(w, &e)?;
                             }
                             continue;
                         }
@@ -139,6 +156,12 @@ impl<A: PantherApi> Pipeline<A> {
                 }
             }
         }
+        Ok(())
+    }
+
+    fn patch_refused(&self, w: &Write, e: &ApiError) -> Result<(), PipelineError> {
+        error!(alert_id = %w.alert_id, stage = "sync", outcome = "refused", error = %e, "Panther refused an alert update");
+        self.ledger.finish_write(w.id, WriteState::Failed, None, Some(&e.to_string()))?;
         Ok(())
     }
 

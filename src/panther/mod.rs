@@ -128,56 +128,40 @@ pub struct Alert {
     pub last_received_event_at: Option<String>,
 }
 
-/// The wire shape of `AlertAPI.Alert`, loosely typed so one odd alert never sinks a page.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct WireAlert {
-    id: String,
-    #[serde(default)]
-    title: Option<String>,
-    #[serde(default)]
-    created_at: Option<String>,
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    severity: Option<String>,
-    #[serde(default)]
-    detection: Option<WireDetection>,
-    #[serde(default)]
-    event_count: Option<i64>,
-    #[serde(default)]
-    last_received_event_at: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct WireDetection {
-    #[serde(default)]
-    id: Option<String>,
-}
-
 impl Alert {
     /// Reads one `AlertAPI.Alert` object. Only a missing or non-string `id` is an error: without it the
-    /// alert cannot be answered.
+    /// alert cannot be answered. Any other field of an unexpected type reads as absent, so one odd
+    /// field never costs an alert.
     pub fn from_json(v: &RawValue) -> Result<Alert, String> {
-        let w: WireAlert = serde_json::from_str(v.get()).map_err(|e| e.to_string())?;
-        if w.id.is_empty() {
-            return Err("empty `id`".into());
-        }
-        let created_at_raw = w.created_at.unwrap_or_default();
-        let status_raw = w.status.unwrap_or_default();
-        let severity_raw = w.severity.unwrap_or_default();
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(v.get()).map_err(|e| format!("not a JSON object: {e}"))?;
+        let text = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let id = match obj.get("id") {
+            Some(serde_json::Value::String(id)) if !id.is_empty() => id.clone(),
+            Some(serde_json::Value::String(_)) => return Err("empty `id`".into()),
+            Some(_) => return Err("`id` is not a string".into()),
+            None => return Err("no `id`".into()),
+        };
+        let created_at_raw = text("createdAt").unwrap_or_default();
+        let status_raw = text("status").unwrap_or_default();
+        let severity_raw = text("severity").unwrap_or_default();
         Ok(Alert {
-            id: w.id,
-            title: w.title.unwrap_or_default(),
+            id,
+            title: text("title").unwrap_or_default(),
             created_at: parse_time(&created_at_raw),
             status: Status::parse(&status_raw).filter(|_| !status_raw.eq_ignore_ascii_case("INVALID")),
             severity: Severity::parse(&severity_raw),
             created_at_raw,
             status_raw,
             severity_raw,
-            detection_id: w.detection.and_then(|d| d.id).unwrap_or_default(),
-            event_count: w.event_count.unwrap_or(0),
-            last_received_event_at: w.last_received_event_at,
+            detection_id: obj
+                .get("detection")
+                .and_then(|d| d.get("id"))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            event_count: obj.get("eventCount").and_then(|v| v.as_i64()).unwrap_or(0),
+            last_received_event_at: text("lastReceivedEventAt"),
         })
     }
 }
@@ -419,6 +403,9 @@ mod tests {
         assert_eq!(a.event_count, 3);
         assert!(Alert::from_json(&raw(r#"{"type":"ALERT","status":"OPEN"}"#)).unwrap_err().contains("id"));
         assert!(Alert::from_json(&raw(r#"{"id":7}"#)).is_err());
+        let odd =
+            Alert::from_json(&raw(r#"{"id":"a2","createdAt":1700000000,"title":{"x":1},"eventCount":"3"}"#)).unwrap();
+        assert_eq!((odd.title.as_str(), odd.created_at, odd.event_count), ("", None, 0));
     }
 
     #[test]
