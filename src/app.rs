@@ -120,11 +120,16 @@ pub fn check_config(a: CheckConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn once(a: OnceArgs) -> anyhow::Result<()> {
-    let cfg = load_config(&a.config.config)?;
+/// What every daemon command starts with: the checked configuration, logging, a runtime, the pipeline.
+fn start(config: &Path, dry_run: bool) -> anyhow::Result<(tokio::runtime::Runtime, Pipeline<RestClient>)> {
+    let cfg = load_config(config)?;
     init_logging(&cfg);
     let rt = runtime()?;
-    let p = build(cfg, a.dry_run)?;
+    Ok((rt, build(cfg, dry_run)?))
+}
+
+pub fn once(a: OnceArgs) -> anyhow::Result<()> {
+    let (rt, p) = start(&a.config.config, a.dry_run)?;
     let report = rt.block_on(p.drain()).context("the poll-and-triage cycle failed")?;
     print_planned(&p.take_planned());
     println!("{}", summary(&report));
@@ -132,10 +137,7 @@ pub fn once(a: OnceArgs) -> anyhow::Result<()> {
 }
 
 pub fn triage(a: TriageArgs) -> anyhow::Result<()> {
-    let cfg = load_config(&a.config.config)?;
-    init_logging(&cfg);
-    let rt = runtime()?;
-    let p = build(cfg, a.dry_run)?;
+    let (rt, p) = start(&a.config.config, a.dry_run)?;
     let (entry, report) = rt.block_on(p.triage_one(&a.alert_id)).with_context(|| format!("alert {}", a.alert_id))?;
     print_planned(&p.take_planned());
     println!("alert {}: {}", entry.id, entry.stage.as_str());
@@ -157,10 +159,7 @@ pub fn triage(a: TriageArgs) -> anyhow::Result<()> {
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
-    let cfg = load_config(&a.config.config)?;
-    init_logging(&cfg);
-    let rt = runtime()?;
-    let p = build(cfg, false)?;
+    let (rt, p) = start(&a.config.config, false)?;
     tracing::info!(stage = "start", version = env!("CARGO_PKG_VERSION"), "panther-triage running");
     rt.block_on(p.run(shutdown_signal(), SHUTDOWN_GRACE));
     tracing::info!(stage = "shutdown", "stopped");
