@@ -66,6 +66,8 @@ pub enum LedgerError {
     TooNew { path: String, found: i64, known: i64 },
     #[error("state database: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("state database: alert {0} is not recorded")]
+    Missing(String),
 }
 
 /// Where an alert is in the pipeline.
@@ -330,6 +332,11 @@ impl Ledger {
         let conn = self.conn();
         let mut st = conn.prepare_cached(&format!("SELECT {ENTRY_COLUMNS} FROM alerts WHERE id = ?1"))?;
         Ok(st.query_row(params![id], entry).optional()?)
+    }
+
+    /// An alert that must be recorded (one the caller just recorded).
+    pub fn require(&self, id: &str) -> Result<Entry, LedgerError> {
+        self.get(id)?.ok_or_else(|| LedgerError::Missing(id.to_owned()))
     }
 
     /// Alerts still owed work: oldest first, but those that failed before go after those that did

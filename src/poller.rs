@@ -256,14 +256,14 @@ impl<A: PantherApi> Pipeline<A> {
         let mut r = ProcessReport::default();
         // Asked for by name: an alert that failed earlier (a refused key, say) is tried again.
         self.ledger.reopen(&alert.id)?;
-        let e = self.ledger.get(&alert.id)?.ok_or_else(|| LedgerError::Sql(rusqlite::Error::QueryReturnedNoRows))?;
+        let e = self.ledger.require(&alert.id)?;
         if matches!(e.stage, Stage::Pending | Stage::Writing) {
             let mut batch = Vec::new();
             let span = tracing::info_span!("alert", alert_id = %e.id, detection_id = %e.detection_id);
             self.handle(&e, &mut batch, &mut r).instrument(span).await?;
             self.flush_patches(batch, &mut r).await?;
         }
-        let e = self.ledger.get(&alert.id)?.ok_or_else(|| LedgerError::Sql(rusqlite::Error::QueryReturnedNoRows))?;
+        let e = self.ledger.require(&alert.id)?;
         Ok((e, r))
     }
 
