@@ -15,8 +15,7 @@ pub enum Outcome {
 
 /// Applies the status, severity and detection-ID filters (the dedup window comes after these).
 pub fn check(f: &FilterSettings, status: &str, severity: &str, detection_id: &str) -> Outcome {
-    // On the wire `INVALID` is not a status; only the config accepts it as an alias.
-    let st = Status::parse(status).filter(|_| !status.eq_ignore_ascii_case("INVALID"));
+    let st = Status::from_wire(status);
     if !st.is_some_and(|s| f.statuses.contains(&s)) {
         return Outcome::Drop(format!("status {status:?} is not in filter.statuses"));
     }

@@ -430,11 +430,7 @@ impl Ledger {
             )?;
         }
         // Nothing owed (a duplicate with `duplicates = "skip"`): done now.
-        tx.execute(
-            "UPDATE alerts SET stage = 'done' WHERE id = ?1
-               AND NOT EXISTS (SELECT 1 FROM writes WHERE alert_id = ?1 AND state = 'intent')",
-            params![id],
-        )?;
+        close_if_done(&tx, id, &now)?;
         tx.commit()?;
         Ok(true)
     }
@@ -493,12 +489,7 @@ impl Ledger {
             params![write_id, state.as_str(), comment_id, detail, now],
             |r| r.get(0),
         )?;
-        tx.execute(
-            "UPDATE alerts SET stage = 'done', updated_at = ?2
-             WHERE id = ?1 AND stage = 'writing'
-               AND NOT EXISTS (SELECT 1 FROM writes WHERE alert_id = ?1 AND state = 'intent')",
-            params![alert_id, now],
-        )?;
+        close_if_done(&tx, &alert_id, &now)?;
         tx.commit()?;
         Ok(())
     }
@@ -527,6 +518,17 @@ impl Ledger {
         let rows = st.query_map([], entry)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+/// Moves a `writing` alert to `done` once none of its writes is an open intent.
+fn close_if_done(tx: &rusqlite::Transaction<'_>, alert_id: &str, now: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE alerts SET stage = 'done', updated_at = ?2
+         WHERE id = ?1 AND stage = 'writing'
+           AND NOT EXISTS (SELECT 1 FROM writes WHERE alert_id = ?1 AND state = 'intent')",
+        params![alert_id, now],
+    )?;
+    Ok(())
 }
 
 const ENTRY_COLUMNS: &str = "id, created_at, detection_id, title, severity, status, stage, reason, verdict, revision,

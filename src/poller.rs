@@ -125,10 +125,6 @@ impl<A: PantherApi> Pipeline<A> {
         &self.ledger
     }
 
-    pub fn api(&self) -> &A {
-        &self.api
-    }
-
     /// Whether writes are only planned (`--dry-run` or `sync.dry_run`).
     pub fn dry_run(&self) -> bool {
         self.dry_run

@@ -61,7 +61,7 @@ impl<A: PantherApi> Pipeline<A> {
     /// A write Panther refuses for good (4xx other than 429) is recorded failed and logged; a
     /// transient failure goes back to the caller, and the write stays an intent.
     fn refused(&self, w: &Write, e: ApiError) -> Result<(), PipelineError> {
-        if e.transient() || matches!(e, ApiError::Unauthorized { .. }) {
+        if e.retry_later() {
             return Err(e.into());
         }
         error!(alert_id = %w.alert_id, stage = "sync", outcome = "refused", error = %e, "Panther refused our write");
@@ -123,7 +123,7 @@ impl<A: PantherApi> Pipeline<A> {
                 } else {
                     match self.api.patch_alerts(&patch).await {
                         Ok(()) => r.patches += 1,
-                        Err(e) if e.transient() || matches!(e, ApiError::Unauthorized { .. }) => return Err(e.into()),
+                        Err(e) if e.retry_later() => return Err(e.into()),
                         Err(e) if chunk.len() > 1 => {
                             // One bad ID (an alert deleted since) must not sink the others: one by one.
                             warn!(stage = "sync", error = %e, "a batched alert update was refused; sending it alert by alert");
@@ -134,9 +134,7 @@ impl<A: PantherApi> Pipeline<A> {
                                         r.patches += 1;
                                         self.ledger.finish_write(w.id, WriteState::Done, None, None)?;
                                     }
-                                    Err(e) if e.transient() || matches!(e, ApiError::Unauthorized { .. }) => {
-                                        return Err(e.into())
-                                    }
+                                    Err(e) if e.retry_later() => return Err(e.into()),
                                     Err(e) => self.patch_refused(w, &e)?,
                                 }
                             }

@@ -40,6 +40,11 @@ impl Status {
         }
     }
 
+    /// Reads a status as Panther sends it: `INVALID` is a UI name, not a status on the wire.
+    pub fn from_wire(s: &str) -> Option<Status> {
+        Status::parse(s).filter(|_| !s.eq_ignore_ascii_case("INVALID"))
+    }
+
     /// Reads a status as a user writes it: any case, `INVALID` for `CLOSED`.
     pub fn parse(s: &str) -> Option<Status> {
         match s.to_ascii_uppercase().as_str() {
@@ -149,7 +154,7 @@ impl Alert {
             id,
             title: text("title").unwrap_or_default(),
             created_at: parse_time(&created_at_raw),
-            status: Status::parse(&status_raw).filter(|_| !status_raw.eq_ignore_ascii_case("INVALID")),
+            status: Status::from_wire(&status_raw),
             severity: Severity::parse(&severity_raw),
             created_at_raw,
             status_raw,
@@ -304,17 +309,6 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn op(&self) -> Op {
-        match self {
-            ApiError::Status { op, .. }
-            | ApiError::Timeout { op, .. }
-            | ApiError::Connect { op, .. }
-            | ApiError::Transport { op, .. }
-            | ApiError::Decode { op, .. }
-            | ApiError::Unauthorized { op, .. } => *op,
-        }
-    }
-
     /// HTTP status, where Panther answered one.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -343,9 +337,10 @@ impl ApiError {
         }
     }
 
-    /// `404`: the thing asked about does not exist (an alert deleted since it was listed, say).
-    pub fn not_found(&self) -> bool {
-        self.status() == Some(404)
+    /// Whether work should stop and be tried later rather than be marked failed: Panther's bad
+    /// minute, or a key that lacks a permission (fixing it must let every alert through).
+    pub fn retry_later(&self) -> bool {
+        self.transient() || matches!(self, ApiError::Unauthorized { .. })
     }
 }
 
