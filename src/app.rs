@@ -15,7 +15,8 @@ use crate::config::{Api, Config, LogFormat};
 use crate::fake_panther::FakePanther;
 use crate::ledger::Ledger;
 use crate::panther::rest::RestSettings;
-use crate::panther::RestClient;
+use crate::panther::graphql::GraphqlSettings;
+use crate::panther::{Client, GraphqlClient, RestClient};
 use crate::poller::{Pipeline, Planned, TickReport};
 use crate::tables;
 
@@ -90,28 +91,36 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// The pipeline the configuration describes. `dry_run` works on a private copy of the ledger.
-pub fn build(cfg: Config, dry_run: bool) -> anyhow::Result<Pipeline<RestClient>> {
-    if cfg.panther.api == Api::Graphql {
-        return Err(UsageError(
-            "`panther.api` = \"graphql\": the GraphQL transport is not built yet; use \"rest\" (the same API key works)"
-                .into(),
-        )
-        .into());
-    }
+pub fn build(cfg: Config, dry_run: bool) -> anyhow::Result<Pipeline<Client>> {
     let dry_run = dry_run || cfg.sync.dry_run;
-    let client = RestClient::new(RestSettings {
+    let ledger = if dry_run { Ledger::snapshot(&cfg.state_path)? } else { Ledger::open(&cfg.state_path)? };
+    let loaded = tables::load_all(&cfg.tables, Utc::now()).map_err(|e| UsageError(format!("{e}")))?;
+    for t in &loaded {
+        tracing::info!(table = t.name(), summary = %t.report.summary(&t.spec), "table loaded");
+    }
+    Ok(Pipeline::new(client(&cfg)?, ledger, Arc::new(cfg), Arc::new(loaded), dry_run))
+}
+
+/// The Panther client `panther.api` asks for.
+pub fn client(cfg: &Config) -> anyhow::Result<Client> {
+    let rest = RestClient::new(RestSettings {
         url: cfg.panther.url.clone(),
         api_key: cfg.panther.api_key.clone(),
         requests_per_second: cfg.panther.requests_per_second,
         timeout: cfg.panther.timeout,
         retry: cfg.panther.retry,
     })?;
-    let ledger = if dry_run { Ledger::snapshot(&cfg.state_path)? } else { Ledger::open(&cfg.state_path)? };
-    let loaded = tables::load_all(&cfg.tables, Utc::now()).map_err(|e| UsageError(format!("{e}")))?;
-    for t in &loaded {
-        tracing::info!(table = t.name(), summary = %t.report.summary(&t.spec), "table loaded");
-    }
-    Ok(Pipeline::new(client, ledger, Arc::new(cfg), Arc::new(loaded), dry_run))
+    Ok(match cfg.panther.api {
+        Api::Rest => Client::Rest(rest),
+        Api::Graphql => Client::Graphql(GraphqlClient::new(
+            rest,
+            GraphqlSettings {
+                events_per_alert: cfg.enrich.events_per_alert,
+                comment_batch: cfg.panther.comment_batch,
+                retry: cfg.panther.retry,
+            },
+        )),
+    })
 }
 
 pub fn check_config(a: CheckConfigArgs) -> anyhow::Result<()> {
@@ -121,7 +130,7 @@ pub fn check_config(a: CheckConfigArgs) -> anyhow::Result<()> {
 }
 
 /// What every daemon command starts with: the checked configuration, logging, a runtime, the pipeline.
-fn start(config: &Path, dry_run: bool) -> anyhow::Result<(tokio::runtime::Runtime, Pipeline<RestClient>)> {
+fn start(config: &Path, dry_run: bool) -> anyhow::Result<(tokio::runtime::Runtime, Pipeline<Client>)> {
     let cfg = load_config(config)?;
     init_logging(&cfg);
     let rt = runtime()?;

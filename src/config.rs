@@ -55,6 +55,7 @@ struct RawPanther {
     timeout: Option<String>,
     max_retries: Option<u32>,
     retry_backoff: Option<String>,
+    comment_batch: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +171,8 @@ pub struct PantherSettings {
     pub requests_per_second: NonZeroU32,
     pub timeout: Duration,
     pub retry: RetryPolicy,
+    /// Comments per GraphQL request (`panther.comment_batch`); REST sends one a request.
+    pub comment_batch: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -366,6 +369,7 @@ impl Config {
         t.insert("timeout".into(), d(self.panther.timeout));
         t.insert("max_retries".into(), Value::Integer(self.panther.retry.max_retries.into()));
         t.insert("retry_backoff".into(), d(self.panther.retry.min_backoff));
+        t.insert("comment_batch".into(), Value::Integer(self.panther.comment_batch as i64));
         root.insert("panther".into(), Value::Table(t));
         let mut t = Table::new();
         t.insert("interval".into(), d(self.poll.interval));
@@ -713,6 +717,15 @@ impl Checker {
             min_backoff: self.duration("panther.retry_backoff", p.retry_backoff.as_deref(), defaults.min_backoff),
             max_backoff: defaults.max_backoff,
         };
+        let max = crate::panther::graphql::MAX_COMMENT_BATCH;
+        let comment_batch = p.comment_batch.unwrap_or(20) as usize;
+        if !(1..=max).contains(&comment_batch) {
+            self.problem(
+                "panther.comment_batch",
+                Some(&comment_batch.to_string()),
+                format!("must be 1 to {max} (comments per GraphQL request)"),
+            );
+        }
         let (api_key, api_key_source) = key?;
         Some(PantherSettings {
             url: url?,
@@ -722,6 +735,7 @@ impl Checker {
             requests_per_second: rps?,
             timeout,
             retry,
+            comment_batch,
         })
     }
 

@@ -22,7 +22,7 @@ use crate::config::{Config, Duplicates};
 use crate::enrich::{enrich, Events};
 use crate::filter::{self, Outcome};
 use crate::ledger::{Entry, Ledger, LedgerError, Stage, WriteKind};
-use crate::panther::{AlertQuery, ApiError, PantherApi};
+use crate::panther::{AlertQuery, ApiError, EventPage, PantherApi};
 use crate::render::{self, Investigation};
 use crate::tables::Table;
 use crate::triage::{self, Decision, Hit};
@@ -97,6 +97,8 @@ pub struct Pipeline<A> {
     pub(crate) planned: Mutex<Vec<Planned>>,
     /// Email -> Panther user ID, resolved once per process.
     pub(crate) users: tokio::sync::Mutex<HashMap<String, Option<String>>>,
+    /// Events that came with an alert's page (GraphQL), kept until the alert is processed.
+    prefetched: Mutex<HashMap<String, EventPage>>,
     stopping: AtomicBool,
 }
 
@@ -117,6 +119,7 @@ impl<A: PantherApi> Pipeline<A> {
             dry_run,
             planned: Mutex::new(Vec::new()),
             users: tokio::sync::Mutex::new(HashMap::new()),
+            prefetched: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
         }
     }
@@ -163,9 +166,13 @@ impl<A: PantherApi> Pipeline<A> {
             // Never past `now`: an alert stamped in the future must not hide the next ones.
             let watermark = page.alerts.iter().filter_map(|a| a.created_at).max().map(|m| m.min(now));
             let fresh = self.ledger.record_page(&page.alerts, "poll", watermark)?;
+            let mut events: HashMap<String, EventPage> = page.events.into_iter().collect();
             for (a, new) in page.alerts.iter().zip(&fresh) {
                 if *new {
                     info!(alert_id = %a.id, detection_id = %a.detection_id, stage = "poll", outcome = "recorded", "new alert");
+                    if let Some(ev) = events.remove(&a.id) {
+                        self.keep_prefetched(a.id.clone(), ev);
+                    }
                 }
             }
             r.new += fresh.iter().filter(|n| **n).count() as u64;
@@ -187,13 +194,19 @@ impl<A: PantherApi> Pipeline<A> {
     pub async fn process(&self) -> Result<ProcessReport, PipelineError> {
         let mut r = ProcessReport::default();
         let mut batch = Vec::new();
+        let mut comments = Vec::new();
+        let mut stopped = false;
         let entries = self.ledger.unfinished(self.cfg.poll.max_alerts_per_tick)?;
         for e in entries {
             if self.stopping() {
                 break;
             }
+            if comments.len() >= self.api.comment_batch() && self.flush_comments(&mut comments, &mut r).await? {
+                stopped = true;
+                break;
+            }
             let span = tracing::info_span!("alert", alert_id = %e.id, detection_id = %e.detection_id);
-            match self.handle(&e, &mut batch, &mut r).instrument(span).await {
+            match self.handle(&e, &mut batch, &mut comments, &mut r).instrument(span).await {
                 Ok(()) => {}
                 Err(PipelineError::Api(err @ ApiError::Unauthorized { .. })) => {
                     // The key lacks a permission: every alert would fail the same way. Stop and
@@ -217,7 +230,13 @@ impl<A: PantherApi> Pipeline<A> {
                 Err(other) => return Err(other),
             }
         }
-        self.flush_patches(batch, &mut r).await?;
+        if !stopped && self.flush_comments(&mut comments, &mut r).await? {
+            stopped = true;
+        }
+        if !stopped {
+            // Deferred work keeps its intents; the next tick collects them again.
+            self.flush_patches(batch, &mut r).await?;
+        }
         Ok(r)
     }
 
@@ -254,9 +273,12 @@ impl<A: PantherApi> Pipeline<A> {
         self.ledger.reopen(&alert.id)?;
         let e = self.ledger.require(&alert.id)?;
         if matches!(e.stage, Stage::Pending | Stage::Writing) {
-            let mut batch = Vec::new();
+            let (mut batch, mut comments) = (Vec::new(), Vec::new());
             let span = tracing::info_span!("alert", alert_id = %e.id, detection_id = %e.detection_id);
-            self.handle(&e, &mut batch, &mut r).instrument(span).await?;
+            self.handle(&e, &mut batch, &mut comments, &mut r).instrument(span).await?;
+            if let Some(err) = self.flush_comments_or_error(&mut comments, &mut r).await? {
+                return Err(err.into());
+            }
             self.flush_patches(batch, &mut r).await?;
         }
         let e = self.ledger.require(&alert.id)?;
@@ -305,13 +327,28 @@ impl<A: PantherApi> Pipeline<A> {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    /// Keeps events that came with a page for the alert's investigation. Bounded: past a few ticks'
+    /// worth, they are dropped and read again when needed.
+    fn keep_prefetched(&self, id: String, events: EventPage) {
+        let mut map = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() < 4 * self.cfg.poll.max_alerts_per_tick as usize {
+            map.insert(id, events);
+        }
+    }
+
+    fn take_prefetched(&self, id: &str) -> Option<EventPage> {
+        self.prefetched.lock().unwrap_or_else(|e| e.into_inner()).remove(id)
+    }
+
     /// Takes one alert as far as it can go: filter, dedup, enrich, triage, then its writes.
     async fn handle(
         &self,
         e: &Entry,
         batch: &mut Vec<crate::ledger::Write>,
+        comments: &mut Vec<crate::ledger::Write>,
         r: &mut ProcessReport,
     ) -> Result<(), PipelineError> {
+        let prefetched = self.take_prefetched(&e.id);
         // Writes recorded in an earlier run may have reached Panther: check before writing again.
         let mut check_first = e.stage == Stage::Writing;
         if e.stage == Stage::Pending {
@@ -347,7 +384,7 @@ impl<A: PantherApi> Pipeline<A> {
                 }
                 r.duplicates += 1;
             } else {
-                let work = self.investigate(e).await?;
+                let work = self.investigate(e, prefetched).await?;
                 let mut writes = vec![(WriteKind::Comment, work.body.clone())];
                 if let Some(s) = work.decision.set_status {
                     writes.push((WriteKind::Status, s.as_str().to_owned()));
@@ -373,32 +410,43 @@ impl<A: PantherApi> Pipeline<A> {
                 continue;
             }
             match w.kind {
-                WriteKind::Comment => self.write_comment(&w, check_first, r).await?,
+                // A write that may have reached Panther already is looked for first, alone.
+                WriteKind::Comment if check_first => self.write_comment(&w, true, r).await?,
+                WriteKind::Comment => comments.push(w),
                 WriteKind::Status | WriteKind::Assignee => batch.push(w),
             }
         }
         Ok(())
     }
 
-    /// Reads the alert's events (up to `enrich.max_events`), enriches, decides and renders.
-    async fn investigate(&self, e: &Entry) -> Result<Work, PipelineError> {
+    /// Reads the alert's events (those that came with its page, then up to `enrich.max_events`),
+    /// enriches, decides and renders.
+    async fn investigate(&self, e: &Entry, prefetched: Option<EventPage>) -> Result<Work, PipelineError> {
         let es = &self.cfg.enrich;
-        let mut raw = Vec::new();
-        let mut cursor: Option<String> = None;
-        let mut capped = false;
+        let max = es.max_events as usize;
+        let (mut raw, mut cursor, mut read_more) = match prefetched {
+            Some(p) => {
+                let more = p.next.is_some();
+                (p.events, p.next, more)
+            }
+            None => (Vec::new(), None, true),
+        };
+        let capped;
         loop {
-            let want = es.events_per_alert.min(es.max_events - raw.len() as u32);
-            let page = self.api.list_events(&e.id, want, cursor.as_deref()).await?;
-            raw.extend(page.events);
-            if raw.len() as u32 >= es.max_events {
-                raw.truncate(es.max_events as usize);
-                capped = page.next.is_some() || e.event_count > raw.len() as i64;
+            if raw.len() >= max {
+                capped = cursor.is_some() || raw.len() > max || e.event_count > max as i64;
+                raw.truncate(max);
                 break;
             }
-            match page.next {
-                Some(c) => cursor = Some(c),
-                None => break,
+            if !read_more {
+                capped = false;
+                break;
             }
+            let want = es.events_per_alert.min((max - raw.len()) as u32);
+            let page = self.api.list_events(&e.id, want, cursor.as_deref()).await?;
+            raw.extend(page.events);
+            read_more = page.next.is_some();
+            cursor = page.next;
         }
         let mut events = Events::default();
         for ev in &raw {

@@ -8,7 +8,7 @@
 use tracing::{error, info, warn};
 
 use crate::ledger::{Write, WriteKind, WriteState};
-use crate::panther::{AlertPatch, ApiError, Comment, NewComment, PantherApi, Status};
+use crate::panther::{AlertPatch, ApiError, Assignee, Comment, NewComment, PantherApi, Status};
 use crate::poller::{Pipeline, PipelineError, Planned, ProcessReport};
 use crate::render;
 
@@ -58,6 +58,90 @@ impl<A: PantherApi> Pipeline<A> {
         Ok(())
     }
 
+    /// Posts the comment writes collected in a step, `comment_batch` to a request. Returns whether
+    /// Panther had a bad minute: the step then stops, and writes not done stay intents for the next
+    /// tick (which looks for their markers first).
+    pub(crate) async fn flush_comments(&self, ws: &mut Vec<Write>, r: &mut ProcessReport) -> Result<bool, PipelineError> {
+        match self.flush_comments_or_error(ws, r).await? {
+            None => Ok(false),
+            Some(e) => {
+                warn!(stage = "sync", outcome = "deferred", error = %e, "Panther is not answering; comments wait for the next tick");
+                r.deferred += 1;
+                Ok(true)
+            }
+        }
+    }
+
+    /// [`Self::flush_comments`], returning the error that stopped it.
+    pub(crate) async fn flush_comments_or_error(
+        &self,
+        ws: &mut Vec<Write>,
+        r: &mut ProcessReport,
+    ) -> Result<Option<ApiError>, PipelineError> {
+        let ws = std::mem::take(ws);
+        if ws.is_empty() {
+            return Ok(None);
+        }
+        if self.dry_run {
+            for w in &ws {
+                self.planned_push(Planned::Comment { alert_id: w.alert_id.clone(), body: w.payload.clone() });
+                self.ledger.finish_write(w.id, WriteState::Done, None, Some("dry run"))?;
+            }
+            return Ok(None);
+        }
+        let new: Vec<NewComment> = ws
+            .iter()
+            .map(|w| NewComment {
+                alert_id: w.alert_id.clone(),
+                body: w.payload.clone(),
+                format: self.cfg.sync.comment_format,
+            })
+            .collect();
+        let results = self.api.create_comments(&new).await;
+        let mut stop: Option<ApiError> = None;
+        for (w, result) in ws.iter().zip(results) {
+            let span = tracing::info_span!("alert", alert_id = %w.alert_id);
+            let _enter = span.enter();
+            let posted = match result {
+                Ok(c) => c,
+                Err(e) if e.outcome_unknown() && stop.is_none() => {
+                    warn!(stage = "sync", outcome = "unknown", error = %e, "comment outcome unknown; looking for it before posting again");
+                    let marker = render::marker(&w.alert_id, w.revision);
+                    match self.find_marker(&w.alert_id, &marker).await {
+                        Ok(Some(c)) => c,
+                        Ok(None) => {
+                            stop = Some(e);
+                            continue;
+                        }
+                        Err(look) => {
+                            stop = Some(look);
+                            continue;
+                        }
+                    }
+                }
+                Err(e) if e.retry_later() || e.outcome_unknown() => {
+                    stop.get_or_insert(e);
+                    continue;
+                }
+                Err(e) => {
+                    self.refused(w, e)?;
+                    continue;
+                }
+            };
+            info!(stage = "sync", outcome = "commented", comment_id = %posted.id, "comment posted");
+            self.ledger.finish_write(w.id, WriteState::Done, Some(&posted.id), None)?;
+            r.comments_posted += 1;
+        }
+        if stop.is_some() {
+            for w in &ws {
+                if self.ledger.writes(&w.alert_id)?.iter().any(|x| x.id == w.id && x.state == WriteState::Intent) {
+                    self.ledger.note_attempt(&w.alert_id, &stop.as_ref().map(|e| e.to_string()).unwrap_or_default())?;
+                }
+            }
+        }
+        Ok(stop)
+    }
+
     /// A write Panther refuses for good (4xx other than 429) is recorded failed and logged; a
     /// transient failure goes back to the caller, and the write stays an intent.
     fn refused(&self, w: &Write, e: ApiError) -> Result<(), PipelineError> {
@@ -102,7 +186,7 @@ impl<A: PantherApi> Pipeline<A> {
                         Some(s) => AlertPatch { ids, status: Some(s), assignee: None },
                         None => continue, // config checked it; a ledger from elsewhere is not ours to guess
                     },
-                    WriteKind::Assignee => match self.user_id(&value).await? {
+                    WriteKind::Assignee => match self.assignee(&value).await? {
                         Some(user) => AlertPatch { ids, status: None, assignee: Some(user) },
                         None => {
                             let why = format!("no Panther user {value:?}; check assign_to in [[triage.rules]]");
@@ -163,12 +247,19 @@ impl<A: PantherApi> Pipeline<A> {
         Ok(())
     }
 
-    /// `assign_to` as a user ID: an email address is looked up once per process; anything else is
-    /// taken as an ID already.
-    async fn user_id(&self, who: &str) -> Result<Option<String>, ApiError> {
+    /// `assign_to` as Panther takes it: an email address where the transport assigns by email,
+    /// else the user ID it names (looked up once per process); anything else is an ID already.
+    async fn assignee(&self, who: &str) -> Result<Option<Assignee>, ApiError> {
         if !who.contains('@') {
-            return Ok(Some(who.to_owned()));
+            return Ok(Some(Assignee::Id(who.to_owned())));
         }
+        if self.api.assigns_by_email() {
+            return Ok(Some(Assignee::Email(who.to_owned())));
+        }
+        Ok(self.user_id(who).await?.map(Assignee::Id))
+    }
+
+    async fn user_id(&self, who: &str) -> Result<Option<String>, ApiError> {
         let mut users = self.users.lock().await;
         if let Some(id) = users.get(who) {
             return Ok(id.clone());

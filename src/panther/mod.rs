@@ -1,9 +1,11 @@
 //! Panther's API as the rest of the daemon sees it: plain types, one client trait, typed errors.
 //!
 //! Only this module knows the wire formats. [`rest`] speaks the REST API
-//! (`../shared/panther/panther_open_api_v3_spec.yaml`); the pipeline is generic over [`PantherApi`],
-//! so another transport plugs in without touching it.
+//! (`../shared/panther/panther_open_api_v3_spec.yaml`), [`graphql`] the GraphQL API
+//! (`schema/panther.graphql`); the pipeline is generic over [`PantherApi`], and [`Client`] picks one
+//! of the two at run time (`panther.api`).
 
+pub mod graphql;
 pub mod rest;
 mod retry;
 
@@ -15,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+pub use graphql::GraphqlClient;
 pub use rest::RestClient;
 pub use retry::RetryPolicy;
 
@@ -140,6 +143,11 @@ impl Alert {
     pub fn from_json(v: &RawValue) -> Result<Alert, String> {
         let obj: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(v.get()).map_err(|e| format!("not a JSON object: {e}"))?;
+        Alert::from_map(&obj)
+    }
+
+    /// [`Alert::from_json`] on an object already read.
+    pub fn from_map(obj: &serde_json::Map<String, serde_json::Value>) -> Result<Alert, String> {
         let text = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let id = match obj.get("id") {
             Some(serde_json::Value::String(id)) if !id.is_empty() => id.clone(),
@@ -192,11 +200,14 @@ pub struct AlertQuery {
 }
 
 /// One page of alerts. An alert the daemon could not read is reported with why, not dropped silently.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct AlertPage {
     pub alerts: Vec<Alert>,
     pub unreadable: Vec<String>,
     pub next: Option<String>,
+    /// Each alert's first events where the transport carries them with the page (GraphQL does, REST
+    /// does not), by alert ID; the rest are read with [`PantherApi::list_events`] from `next`.
+    pub events: Vec<(String, EventPage)>,
 }
 
 #[derive(Debug)]
@@ -240,15 +251,21 @@ pub struct NewComment {
     pub format: CommentFormat,
 }
 
-/// A change to many alerts at once (`AlertAPI.BulkPatchAlertReq`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A change to many alerts at once (REST `AlertAPI.BulkPatchAlertReq`, GraphQL
+/// `updateAlertStatusById` / `updateAlertsAssigneeBy*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertPatch {
     pub ids: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
-    /// A user ID.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub assignee: Option<String>,
+    pub assignee: Option<Assignee>,
+}
+
+/// Who to assign: a Panther user ID, or an email address for a transport that assigns by email
+/// ([`PantherApi::assigns_by_email`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignee {
+    Id(String),
+    Email(String),
 }
 
 /// The operations the daemon performs, named in errors, logs and metrics.
@@ -262,6 +279,7 @@ pub enum Op {
     UpdateComment,
     PatchAlerts,
     FindUser,
+    Ping,
 }
 
 impl Op {
@@ -275,6 +293,7 @@ impl Op {
             Op::UpdateComment => "update alert comment",
             Op::PatchAlerts => "update alerts",
             Op::FindUser => "find user",
+            Op::Ping => "check the connection",
         }
     }
 
@@ -292,7 +311,7 @@ impl fmt::Display for Op {
 }
 
 /// Why a call to Panther failed. Messages name the operation and never carry the API key.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("{op}: Panther answered HTTP {status}: {message}")]
     Status { op: Op, status: u16, message: String },
@@ -365,6 +384,94 @@ pub trait PantherApi: Send + Sync {
     fn patch_alerts(&self, p: &AlertPatch) -> impl Future<Output = Result<(), ApiError>> + Send;
     /// The user ID for an email address, `None` when Panther has no such user.
     fn find_user_id(&self, email: &str) -> impl Future<Output = Result<Option<String>, ApiError>> + Send;
+
+    /// How many comments [`PantherApi::create_comments`] sends in one request.
+    fn comment_batch(&self) -> usize {
+        1
+    }
+
+    /// Creates several comments, one result each, in order. The list may be shorter than `cs`: the
+    /// comments past its end were not sent (Panther had a bad minute) and stay to be written later.
+    fn create_comments(&self, cs: &[NewComment]) -> impl Future<Output = Vec<Result<Comment, ApiError>>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(cs.len());
+            for c in cs {
+                let r = self.create_comment(c).await;
+                let stop = matches!(&r, Err(e) if e.retry_later() || e.outcome_unknown());
+                out.push(r);
+                if stop {
+                    break;
+                }
+            }
+            out
+        }
+    }
+
+    /// Whether [`AlertPatch::assignee`] may be an email address (no user lookup needed).
+    fn assigns_by_email(&self) -> bool {
+        false
+    }
+
+    /// A cheap call that proves the URL and key work; returns what Panther says of itself.
+    fn ping(&self) -> impl Future<Output = Result<String, ApiError>> + Send;
+}
+
+/// The transport `panther.api` chose.
+pub enum Client {
+    Rest(RestClient),
+    Graphql(GraphqlClient),
+}
+
+/// Forwards a call to whichever transport is in use.
+macro_rules! either {
+    ($self:ident, $c:ident => $call:expr) => {
+        match $self {
+            Client::Rest($c) => $call.await,
+            Client::Graphql($c) => $call.await,
+        }
+    };
+}
+
+impl PantherApi for Client {
+    async fn list_alerts(&self, q: &AlertQuery) -> Result<AlertPage, ApiError> {
+        either!(self, c => c.list_alerts(q))
+    }
+    async fn get_alert(&self, id: &str) -> Result<Alert, ApiError> {
+        either!(self, c => c.get_alert(id))
+    }
+    async fn list_events(&self, alert_id: &str, limit: u32, cursor: Option<&str>) -> Result<EventPage, ApiError> {
+        either!(self, c => c.list_events(alert_id, limit, cursor))
+    }
+    async fn list_comments(&self, alert_id: &str, cursor: Option<&str>) -> Result<CommentPage, ApiError> {
+        either!(self, c => c.list_comments(alert_id, cursor))
+    }
+    async fn create_comment(&self, nc: &NewComment) -> Result<Comment, ApiError> {
+        either!(self, c => c.create_comment(nc))
+    }
+    async fn update_comment(&self, id: &str, nc: &NewComment) -> Result<Comment, ApiError> {
+        either!(self, c => c.update_comment(id, nc))
+    }
+    async fn patch_alerts(&self, p: &AlertPatch) -> Result<(), ApiError> {
+        either!(self, c => c.patch_alerts(p))
+    }
+    async fn find_user_id(&self, email: &str) -> Result<Option<String>, ApiError> {
+        either!(self, c => c.find_user_id(email))
+    }
+    fn comment_batch(&self) -> usize {
+        match self {
+            Client::Rest(c) => c.comment_batch(),
+            Client::Graphql(c) => c.comment_batch(),
+        }
+    }
+    async fn create_comments(&self, cs: &[NewComment]) -> Vec<Result<Comment, ApiError>> {
+        either!(self, c => c.create_comments(cs))
+    }
+    fn assigns_by_email(&self) -> bool {
+        matches!(self, Client::Graphql(_))
+    }
+    async fn ping(&self) -> Result<String, ApiError> {
+        either!(self, c => c.ping())
+    }
 }
 
 #[cfg(test)]

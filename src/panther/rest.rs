@@ -72,6 +72,16 @@ struct TypedPage<T> {
     next: Option<String>,
 }
 
+/// `AlertAPI.BulkPatchAlertReq`.
+#[derive(serde::Serialize)]
+struct BulkPatch<'a> {
+    ids: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    assignee: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct UserRow {
     id: String,
@@ -99,7 +109,7 @@ impl RestClient {
         Ok(RestClient { http, base: s.url, api_key: s.api_key, limiter, timeout: s.timeout, retry: s.retry })
     }
 
-    fn url(&self, path: &[&str]) -> Url {
+    pub(super) fn url(&self, path: &[&str]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut segs) = url.path_segments_mut() {
             segs.pop_if_empty().extend(path);
@@ -108,7 +118,7 @@ impl RestClient {
     }
 
     /// Sends one request, retrying per policy; returns the body of a 2xx answer.
-    async fn call(
+    pub(super) async fn call(
         &self,
         op: Op,
         method: Method,
@@ -167,10 +177,7 @@ impl RestClient {
         if status.is_success() {
             return Ok(body.to_vec());
         }
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        let message = error_message(&body);
         let message: String = message.chars().take(MESSAGE_CHARS).collect();
         let err = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ApiError::Unauthorized { op, status: status.as_u16() },
@@ -209,6 +216,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// What Panther said went wrong: REST's `{"message"}`, GraphQL's `{"errors":[{"message",
+/// "extensions":{"code"}}]}`, or the body as text.
+fn error_message(body: &[u8]) -> String {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return String::from_utf8_lossy(body).into_owned();
+    };
+    if let Some(m) = v.get("message").and_then(|m| m.as_str()) {
+        return m.to_owned();
+    }
+    if let Some(errors) = v.get("errors").and_then(|e| e.as_array()) {
+        let all: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                let msg = e.get("message").and_then(|m| m.as_str()).unwrap_or("(no message)");
+                match e.pointer("/extensions/code").and_then(|c| c.as_str()) {
+                    Some(code) => format!("{code}: {msg}"),
+                    None => msg.to_owned(),
+                }
+            })
+            .collect();
+        return all.join("; ");
+    }
+    String::from_utf8_lossy(body).into_owned()
+}
+
 /// Reads the body of a successful answer.
 fn decode<T: DeserializeOwned>(op: Op, body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::Decode { op, detail: e.to_string() })
@@ -236,7 +268,7 @@ impl PantherApi for RestClient {
                 Err(why) => unreadable.push(format!("{why}: {}", raw.get().chars().take(200).collect::<String>())),
             }
         }
-        Ok(AlertPage { alerts, unreadable, next: next_cursor(page.next) })
+        Ok(AlertPage { alerts, unreadable, next: next_cursor(page.next), events: Vec::new() })
     }
 
     async fn get_alert(&self, id: &str) -> Result<Alert, ApiError> {
@@ -273,7 +305,35 @@ impl PantherApi for RestClient {
     }
 
     async fn patch_alerts(&self, p: &AlertPatch) -> Result<(), ApiError> {
-        self.call(Op::PatchAlerts, Method::PATCH, self.url(&["alerts"]), &[], Some(p)).await.map(drop)
+        let assignee = match &p.assignee {
+            None => None,
+            Some(Assignee::Id(id)) => Some(id.clone()),
+            // The pipeline resolves emails first (`assigns_by_email` is false); this keeps the type honest.
+            Some(Assignee::Email(email)) => match self.find_user_id(email).await? {
+                Some(id) => Some(id),
+                None => {
+                    return Err(ApiError::Status {
+                        op: Op::PatchAlerts,
+                        status: 404,
+                        message: format!("no Panther user with email {email:?}"),
+                    })
+                }
+            },
+        };
+        let body = BulkPatch { ids: &p.ids, status: p.status, assignee };
+        self.call(Op::PatchAlerts, Method::PATCH, self.url(&["alerts"]), &[], Some(&body)).await.map(drop)
+    }
+
+    async fn ping(&self) -> Result<String, ApiError> {
+        // The smallest read the spec offers: one alert of the last minute.
+        let now = chrono::Utc::now();
+        let query = [
+            ("created-after", format_time(now - chrono::Duration::minutes(1))),
+            ("created-before", format_time(now)),
+            ("limit", "1".to_owned()),
+        ];
+        let _: Page = self.get_json(Op::ListAlerts, self.url(&["alerts"]), &query).await?;
+        Ok("REST API answered".to_owned())
     }
 
     async fn find_user_id(&self, email: &str) -> Result<Option<String>, ApiError> {

@@ -8,7 +8,7 @@ use panther_triage::app;
 use panther_triage::config::Config;
 use panther_triage::fake_panther::{FakeHandle, FakePanther, Fault, Route};
 use panther_triage::ledger::Stage;
-use panther_triage::panther::{format_time, RestClient};
+use panther_triage::panther::{format_time, Client};
 use panther_triage::poller::Pipeline;
 use serde_json::{json, Value};
 
@@ -44,7 +44,7 @@ impl Env {
         path
     }
 
-    fn pipeline(&self, extra: &str) -> Pipeline<RestClient> {
+    fn pipeline(&self, extra: &str) -> Pipeline<Client> {
         let cfg = Config::load_with_env(&self.config(extra), Vec::new()).unwrap();
         app::build(cfg, false).unwrap()
     }

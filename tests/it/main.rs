@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod daemon;
+mod graphql;
 mod openapi;
 mod peer;
 
