@@ -14,9 +14,9 @@ use crate::cli::UsageError;
 use crate::config::{Api, Config, LogFormat};
 use crate::fake_panther::FakePanther;
 use crate::ledger::Ledger;
-use crate::panther::rest::RestSettings;
 use crate::panther::graphql::GraphqlSettings;
-use crate::panther::{Client, GraphqlClient, RestClient};
+use crate::panther::rest::RestSettings;
+use crate::panther::{Client, GraphqlClient, PantherApi as _, RestClient};
 use crate::poller::{Pipeline, Planned, TickReport};
 use crate::tables;
 
@@ -170,6 +170,11 @@ pub fn triage(a: TriageArgs) -> anyhow::Result<()> {
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let (rt, p) = start(&a.config.config, false)?;
     tracing::info!(stage = "start", version = env!("CARGO_PKG_VERSION"), "panther-triage running");
+    // Say at once whether the URL and key work; a failure is logged, not fatal: the loop retries.
+    match rt.block_on(p.api.ping()) {
+        Ok(said) => tracing::info!(stage = "start", panther = %said, "connected to Panther"),
+        Err(e) => tracing::error!(stage = "start", error = %e, "cannot use Panther yet; polling will keep trying"),
+    }
     rt.block_on(p.run(shutdown_signal(), SHUTDOWN_GRACE));
     tracing::info!(stage = "shutdown", "stopped");
     Ok(())

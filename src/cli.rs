@@ -43,6 +43,8 @@ pub enum Command {
     Enrich(EnrichArgs),
     /// Measure table load and lookup speed against the Python reference on generated data.
     Bench(crate::bench::BenchArgs),
+    /// Measure API calls per triaged alert and throughput against the rate limit, per transport.
+    BenchApi(crate::bench_api::ApiBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +86,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Demo(a) => crate::app::demo(a),
         Command::Enrich(a) => run_enrich(a),
         Command::Bench(a) => crate::bench::run(a),
+        Command::BenchApi(a) => crate::bench_api::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -975,10 +975,7 @@ mod tests {
     }
 
     fn problems(text: &str) -> Vec<Problem> {
-        match load(text, &[]) {
-            Err(ConfigError::Invalid { problems, .. }) => problems,
-            other => panic!("expected problems, got {other:?}"),
-        }
+        problems_env(text, &[])
     }
 
     #[test]
@@ -990,6 +987,27 @@ mod tests {
         assert_eq!(c.panther.timeout, Duration::from_secs(30));
         assert_eq!(c.state_path, Path::new("/etc/panther-triage/state.db"));
         assert_eq!(c.sync.include, Section::ALL.to_vec());
+    }
+
+    #[test]
+    fn graphql_is_chosen_with_its_comment_batch_and_a_batch_out_of_range_is_refused() {
+        let c = load(MINIMAL, &[("PANTHER_TRIAGE__PANTHER__API", "graphql")]).unwrap();
+        assert_eq!((c.panther.api, c.panther.comment_batch), (Api::Graphql, 20));
+        let c = load(MINIMAL, &[("PANTHER_TRIAGE__PANTHER__COMMENT_BATCH", "5")]).unwrap();
+        assert_eq!(c.panther.comment_batch, 5);
+        for bad in ["0", "51"] {
+            let p = problems_env(MINIMAL, &[("PANTHER_TRIAGE__PANTHER__COMMENT_BATCH", bad)]);
+            assert!(p.iter().any(|p| p.key == "panther.comment_batch" && p.fix.contains("1 to 50")), "{bad}: {p:?}");
+        }
+        let p = problems_env(MINIMAL, &[("PANTHER_TRIAGE__PANTHER__API", "soap")]);
+        assert!(p.iter().any(|p| p.key == "panther.api"), "{p:?}");
+    }
+
+    fn problems_env(text: &str, env: &[(&str, &str)]) -> Vec<Problem> {
+        match load(text, env) {
+            Err(ConfigError::Invalid { problems, .. }) => problems,
+            other => panic!("expected problems, got {other:?}"),
+        }
     }
 
     #[test]

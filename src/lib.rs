@@ -9,12 +9,14 @@
 //! - [`enrich`]: the pure function from an alert's events and the tables to matches and skipped values.
 //! - [`json`]: borrowed JSON pieces for the hot paths (no `serde_json::Value` trees).
 //! - [`chunks`]: reading big line-oriented files in chunks on a thread of their own.
-//! - [`cli`]: the commands; [`bench`]: the speed comparison with the Python reference.
+//! - [`cli`]: the commands; [`bench`]: the speed comparison with the Python reference; [`bench_api`]:
+//!   API calls per alert and throughput per transport.
 //!
 //! See ARCHITECTURE.md for the data flow and the invariants.
 
 pub mod app;
 pub mod bench;
+pub mod bench_api;
 pub mod chunks;
 pub mod cli;
 pub mod config;

@@ -99,6 +99,9 @@ pub struct Pipeline<A> {
     pub(crate) users: tokio::sync::Mutex<HashMap<String, Option<String>>>,
     /// Events that came with an alert's page (GraphQL), kept until the alert is processed.
     prefetched: Mutex<HashMap<String, EventPage>>,
+    /// Where a poll the per-tick bound cut short stopped: the next poll goes on from there instead of
+    /// reading the window again from its start.
+    resume: Mutex<Option<AlertQuery>>,
     stopping: AtomicBool,
 }
 
@@ -120,6 +123,7 @@ impl<A: PantherApi> Pipeline<A> {
             planned: Mutex::new(Vec::new()),
             users: tokio::sync::Mutex::new(HashMap::new()),
             prefetched: Mutex::new(HashMap::new()),
+            resume: Mutex::new(None),
             stopping: AtomicBool::new(false),
         }
     }
@@ -139,7 +143,9 @@ impl<A: PantherApi> Pipeline<A> {
     }
 
     /// Reads new alerts into the ledger: from `overlap` behind the watermark (or `lookback` on a
-    /// first start) up to now, every page, until the per-tick bound of new alerts.
+    /// first start) up to now, every page, until the per-tick bound of new alerts. A poll the bound
+    /// cut short is resumed by the next one from the page it stopped at (a complete pass still
+    /// starts behind the watermark, so what was indexed late behind the cursor is read then).
     pub async fn poll(&self) -> Result<PollReport, PipelineError> {
         let now = Utc::now();
         let p = &self.cfg.poll;
@@ -147,16 +153,31 @@ impl<A: PantherApi> Pipeline<A> {
             Some(w) => before(w, p.overlap),
             None => before(now, p.lookback),
         };
-        let mut q = AlertQuery {
+        let fresh_query = AlertQuery {
             created_after: after,
             created_before: now,
             statuses: self.cfg.filter.statuses.clone(),
             severities: self.cfg.filter.severities.clone(),
             cursor: None,
         };
+        let resumed = self.resume.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut q = resumed.clone().unwrap_or_else(|| fresh_query.clone());
         let mut r = PollReport::default();
         loop {
-            let page = self.api.list_alerts(&q).await?;
+            let page = match self.api.list_alerts(&q).await {
+                Ok(page) => page,
+                // A cursor kept from an earlier tick may have expired: start the pass again.
+                Err(e)
+                    if resumed.is_some()
+                        && q.cursor == resumed.as_ref().and_then(|r| r.cursor.clone())
+                        && !e.retry_later() =>
+                {
+                    warn!(stage = "poll", error = %e, "the saved cursor was refused; reading the window from its start");
+                    q = fresh_query.clone();
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             r.pages += 1;
             r.listed += page.alerts.len() as u64;
             for why in &page.unreadable {
@@ -181,7 +202,11 @@ impl<A: PantherApi> Pipeline<A> {
                     r.complete = true;
                     break;
                 }
-                Some(_) if r.new >= p.max_alerts_per_tick as u64 || self.stopping() => break,
+                Some(c) if r.new >= p.max_alerts_per_tick as u64 || self.stopping() => {
+                    q.cursor = Some(c);
+                    *self.resume.lock().unwrap_or_else(|e| e.into_inner()) = Some(q);
+                    break;
+                }
                 Some(c) => q.cursor = Some(c),
             }
         }
@@ -331,7 +356,7 @@ impl<A: PantherApi> Pipeline<A> {
     /// worth, they are dropped and read again when needed.
     fn keep_prefetched(&self, id: String, events: EventPage) {
         let mut map = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() < 4 * self.cfg.poll.max_alerts_per_tick as usize {
+        if map.len() < 4 * self.cfg.poll.max_alerts_per_tick {
             map.insert(id, events);
         }
     }

@@ -61,7 +61,11 @@ impl<A: PantherApi> Pipeline<A> {
     /// Posts the comment writes collected in a step, `comment_batch` to a request. Returns whether
     /// Panther had a bad minute: the step then stops, and writes not done stay intents for the next
     /// tick (which looks for their markers first).
-    pub(crate) async fn flush_comments(&self, ws: &mut Vec<Write>, r: &mut ProcessReport) -> Result<bool, PipelineError> {
+    pub(crate) async fn flush_comments(
+        &self,
+        ws: &mut Vec<Write>,
+        r: &mut ProcessReport,
+    ) -> Result<bool, PipelineError> {
         match self.flush_comments_or_error(ws, r).await? {
             None => Ok(false),
             Some(e) => {

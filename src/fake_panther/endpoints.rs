@@ -46,7 +46,7 @@ pub(super) fn dispatch(
             patch_alerts(st, body)
         }
         Route::ListUsers => list_users(st, query),
-        Route::Any => Err(ApiError::not_found("no route")),
+        Route::Any | Route::Graphql => Err(ApiError::not_found("no route")),
     }
 }
 

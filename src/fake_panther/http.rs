@@ -7,7 +7,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
-use super::{endpoints, FakePanther, Fault, Recorded, Route};
+use super::{endpoints, graphql, FakePanther, Fault, Recorded, Route};
 
 /// Bodies past this are refused: the API's requests are a comment or a list of ids.
 const MAX_BODY: usize = 1 << 20;
@@ -32,6 +32,8 @@ impl ApiError {
 /// A successful answer.
 pub(super) enum Reply {
     Json(Value),
+    /// A JSON body with another status: GraphQL refuses a document with a 400 in its own shape.
+    JsonWithStatus(StatusCode, Value),
     /// 204 with no body (`PATCH /alerts`).
     NoContent,
 }
@@ -49,6 +51,7 @@ pub(super) fn route_of(method: &str, path: &str) -> Option<(Route, Option<String
         ("POST", ["alert-comments"]) => Some((Route::CreateComment, None)),
         ("POST", ["alert-comments", raw]) => Some((Route::UpdateComment, Some(id(raw)?))),
         ("GET", ["users"]) => Some((Route::ListUsers, None)),
+        ("POST", ["public", "graphql"]) => Some((Route::Graphql, None)),
         _ => None,
     }
 }
@@ -60,6 +63,12 @@ pub(super) async fn handle(State(fake): State<FakePanther>, request: Request) ->
     let query: Vec<(String, String)> =
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let sent_key = parts.headers.get("x-api-key");
+    // GraphQL, as Apollo Server does, takes only JSON bodies (which also keeps it safe from CSRF).
+    let json_body = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
     let authorized = sent_key.is_some_and(|k| k.as_bytes() == fake.inner.api_key.as_bytes());
     let api_key = sent_key.map(|k| String::from_utf8_lossy(k.as_bytes()).into_owned());
     let body = axum::body::to_bytes(body, MAX_BODY).await;
@@ -75,7 +84,9 @@ pub(super) async fn handle(State(fake): State<FakePanther>, request: Request) ->
             body: body.as_ref().ok().filter(|b| !b.is_empty()).map(|b| String::from_utf8_lossy(b).into_owned()),
             status: 0,
         });
-        let fault = if authorized { st.take_fault(route.as_ref().map(|(r, _)| *r)) } else { None };
+        let operation = body.as_ref().ok().and_then(|b| operation_name(b));
+        let fault =
+            if authorized { st.take_fault(route.as_ref().map(|(r, _)| *r), operation.as_deref()) } else { None };
         (st.requests.len() - 1, fault, st.latency)
     };
 
@@ -104,6 +115,11 @@ pub(super) async fn handle(State(fake): State<FakePanther>, request: Request) ->
             (_, Some(_), Err(_)) => {
                 Err(ApiError::bad_request(format!("request body unreadable or larger than {MAX_BODY} bytes")))
             }
+            (_, Some((Route::Graphql, _)), Ok(body)) => {
+                // Executed under the lock and without an await, like every other operation.
+                let mut st = fake.lock();
+                Ok(graphql::execute(&mut st, &body, json_body))
+            }
             (_, Some((route, id)), Ok(body)) => {
                 let mut st = fake.lock();
                 endpoints::dispatch(&mut st, route, id.as_deref(), &query, &body)
@@ -113,6 +129,7 @@ pub(super) async fn handle(State(fake): State<FakePanther>, request: Request) ->
 
     let (status, value) = match answer {
         Ok(Reply::Json(value)) => (StatusCode::OK, Some(value)),
+        Ok(Reply::JsonWithStatus(status, value)) => (status, Some(value)),
         Ok(Reply::NoContent) => (StatusCode::NO_CONTENT, None),
         Err(e) => (e.status, Some(json!({ "message": e.message }))),
     };
@@ -129,9 +146,13 @@ pub(super) async fn handle(State(fake): State<FakePanther>, request: Request) ->
 }
 
 impl super::State {
-    /// Consumes one use of the first queued fault that matches a request to `route`.
-    fn take_fault(&mut self, route: Option<Route>) -> Option<Fault> {
-        let at = self.faults.iter().position(|q| q.route == Route::Any || Some(q.route) == route)?;
+    /// Consumes one use of the first queued fault that matches a request to `route` (and, for
+    /// GraphQL, to the document's `operation`).
+    fn take_fault(&mut self, route: Option<Route>, operation: Option<&str>) -> Option<Fault> {
+        let at = self.faults.iter().position(|q| {
+            q.route == Route::Any
+                || (Some(q.route) == route && (q.operation.is_none() || q.operation.as_deref() == operation))
+        })?;
         let queued = &mut self.faults[at];
         queued.left -= 1;
         let fault = queued.fault.clone();
@@ -140,6 +161,20 @@ impl super::State {
         }
         Some(fault)
     }
+}
+
+/// The name of a GraphQL request's operation: the word after the first `query` or `mutation`
+/// keyword of its document (enough for steering faults; execution parses properly).
+fn operation_name(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let doc = v.get("query")?.as_str()?;
+    let mut words = doc
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.split(|c: char| !(c.is_alphanumeric() || c == '_')))
+        .filter(|w| !w.is_empty());
+    words.find(|w| *w == "query" || *w == "mutation")?;
+    words.next().map(str::to_owned)
 }
 
 /// An answer that never arrives whole. It promises (`Content-Length`) the full JSON while the body

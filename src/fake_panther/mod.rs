@@ -1,4 +1,5 @@
-//! An in-process fake of Panther's REST API, for the integration tests and the `demo` command.
+//! An in-process fake of Panther's REST and GraphQL APIs, for the integration tests and the `demo`
+//! command.
 //!
 //! It answers the part of `shared/panther/panther_open_api_v3_spec.yaml` that panther-triage uses
 //! (`/alerts`, `/alerts/{id}`, `/alerts/{id}/events`, `/alert-comments`, `/alert-comments/{id}`,
@@ -6,17 +7,25 @@
 //! unknown query parameter, enum value, body field or cursor is a 400 naming it, so a client bug shows
 //! up here rather than against the real Panther.
 //!
+//! It also answers `POST /public/graphql` ([`Route::Graphql`]): documents are validated and executed
+//! over Panther's real SDL (`schema/panther.graphql`), over the same alerts, comments and users, so a
+//! write through either API shows through the other. Its alerts, comments and status or assignee
+//! changes go through the REST operations, cursors included; see `graphql` for the error codes.
+//!
 //! Tests steer it from outside: seed alerts and users, grow alerts ([`FakePanther::push_events`]),
-//! slow it down ([`FakePanther::set_latency`]), queue faults ([`FakePanther::inject`]), and read back
+//! slow it down ([`FakePanther::set_latency`]), queue faults ([`FakePanther::inject`] for whole
+//! requests, [`FakePanther::fail_field`] for one GraphQL root field inside a batch), and read back
 //! what it received ([`FakePanther::requests`]) and what it holds ([`FakePanther::comments`],
 //! [`FakePanther::alert`]).
 //!
 //! # Layout
 //! - this file: the public handle, the state, seeding and serving.
 //! - `http`: one request's life: recording, auth, faults, latency, routing, the dropped connection.
-//! - `endpoints`: the eight operations, as plain functions of the state.
+//! - `endpoints`: the eight REST operations, as plain functions of the state.
+//! - `graphql`: the GraphQL endpoint: parsing, validation, execution and its resolvers.
 
 mod endpoints;
+mod graphql;
 mod http;
 #[cfg(test)]
 mod tests;
@@ -61,6 +70,8 @@ struct State {
     users: Vec<Value>,
     requests: Vec<Recorded>,
     faults: VecDeque<QueuedFault>,
+    /// GraphQL root fields that fail, in the order queued ([`FakePanther::fail_field`]).
+    field_faults: Vec<FieldFault>,
     latency: Duration,
 }
 
@@ -72,7 +83,15 @@ struct StoredAlert {
 
 struct QueuedFault {
     route: Route,
+    /// For `Route::Graphql`: only documents whose operation has this name.
+    operation: Option<String>,
     fault: Fault,
+    left: usize,
+}
+
+struct FieldFault {
+    field: String,
+    code: String,
     left: usize,
 }
 
@@ -95,6 +114,9 @@ pub enum Route {
     PatchAlerts,
     /// `GET /users`
     ListUsers,
+    /// `POST /public/graphql`, whatever the document does. A fault injected on it takes the whole
+    /// request; [`FakePanther::fail_field`] fails one root field of it.
+    Graphql,
     /// Any request at all, including one to a path the fake does not know.
     Any,
 }
@@ -117,8 +139,8 @@ pub enum Fault {
     Delay(Duration),
     /// The request is carried out (a comment is stored, a PATCH applied), then the connection dies
     /// before a complete answer reaches the client: the case where only re-reading tells the client
-    /// whether its write happened. Meant for `CreateComment`, `UpdateComment` and `PatchAlerts` (on a
-    /// read it just loses the answer). The client sees no response at all: with reqwest, `send()`
+    /// whether its write happened. Meant for `CreateComment`, `UpdateComment`, `PatchAlerts` and a
+    /// `Graphql` mutation (on a read it just loses the answer). The client sees no response at all: with reqwest, `send()`
     /// fails with `is_request()` and hyper's `IncompleteMessage` as the source.
     CommitThenDrop,
 }
@@ -308,7 +330,29 @@ impl FakePanther {
     /// Requests refused for a missing or wrong API key consume nothing.
     pub fn inject(&self, route: Route, fault: Fault, times: usize) {
         if times > 0 {
-            self.lock().faults.push_back(QueuedFault { route, fault, left: times });
+            self.lock().faults.push_back(QueuedFault { route, operation: None, fault, left: times });
+        }
+    }
+
+    /// [`FakePanther::inject`] for GraphQL requests whose operation is named `operation` (e.g.
+    /// `CreateAlertComments`, as in `mutation CreateAlertComments(...)`), so a test can fail one
+    /// kind of GraphQL request the way it fails one REST route.
+    pub fn inject_graphql(&self, operation: &str, fault: Fault, times: usize) {
+        if times > 0 {
+            let operation = Some(operation.to_owned());
+            self.lock().faults.push_back(QueuedFault { route: Route::Graphql, operation, fault, left: times });
+        }
+    }
+
+    /// Fails the next `times` executions of the GraphQL root field `field` (e.g. `createAlertComment`,
+    /// `alerts`), wherever it sits in a document: each gets a field error whose `extensions.code` is
+    /// `code` (e.g. `THROTTLED`, `INTERNAL_SERVER_ERROR`), its path the alias, and does nothing; the
+    /// document's other root fields, aliases of the same field included, run normally. Executions are
+    /// counted in document order, so with two aliases and `times` 1 the first fails. A request refused
+    /// before execution (a fault from [`FakePanther::inject`], a bad document) consumes nothing.
+    pub fn fail_field(&self, field: &str, code: &str, times: usize) {
+        if times > 0 {
+            self.lock().field_faults.push(FieldFault { field: field.to_owned(), code: code.to_owned(), left: times });
         }
     }
 

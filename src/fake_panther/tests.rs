@@ -569,5 +569,371 @@ fn routes_are_known_by_method_and_path() {
     assert_eq!(Route::of("GET", "/alert-comments/c1"), None);
     assert_eq!(Route::of("GET", "/alerts/"), None);
     assert_eq!(Route::of("GET", "/alerts/%zz"), None);
+    assert_eq!(Route::of("POST", "/public/graphql"), Some(Route::Graphql));
+    assert_eq!(Route::of("GET", "/public/graphql"), None);
     assert_eq!(http::route_of("GET", "/alerts/a%2Fb"), Some((Route::GetAlert, Some("a/b".to_owned()))));
+}
+
+// The GraphQL endpoint.
+
+/// A GraphQL request with the right key; the status and the JSON answer.
+async fn graphql(client: &Client, base: &str, query: &str, variables: Value) -> (u16, Value) {
+    let body = json!({"query": query, "variables": variables});
+    call(client, Method::POST, format!("{base}/public/graphql"), Some(body)).await
+}
+
+fn error_codes(answer: &Value) -> Vec<&str> {
+    let errors = answer["errors"].as_array().map(Vec::as_slice).unwrap_or_default();
+    errors.iter().map(|e| e["extensions"]["code"].as_str().expect("every error has a code")).collect()
+}
+
+const ALERTS_PAGE: &str = r#"
+query Page($cursor: String) {
+  alerts(input: {createdAtAfter: "2025-01-01T00:00:00Z", createdAtBefore: "2025-01-02T00:00:00Z",
+                 sortDir: ascending, pageSize: 2, cursor: $cursor}) {
+    edges {
+      node {
+        id
+        createdAt
+        type
+        origin { ... on Detection { id detectionType: type } }
+        events(input: {pageSize: 1}) { edges { node } pageInfo { hasNextPage endCursor } }
+      }
+    }
+    pageInfo { hasNextPage endCursor hasPreviousPage startCursor }
+  }
+}"#;
+
+#[tokio::test]
+async fn graphql_pages_through_alerts_in_ascending_order_with_events_inline() {
+    let fake = FakePanther::new(KEY);
+    // Seeded out of order; one at the exclusive upper bound and one detection error stay out.
+    for i in [3, 0, 4, 1, 2] {
+        let events = vec![json!({"p_row_id": format!("a{i}-r0")}), json!({"p_row_id": format!("a{i}-r1")})];
+        fake.add_alert(alert(&format!("a{i}"), &format!("2025-01-01T00:0{i}:00Z"), "OPEN"), events);
+    }
+    fake.add_alert(alert("at-the-bound", "2025-01-02T00:00:00Z", "OPEN"), vec![]);
+    let mut error = alert("error", "2025-01-01T00:00:30Z", "OPEN");
+    error["type"] = json!("DETECTION_ERROR");
+    fake.add_alert(error, vec![]);
+    let server = fake.spawn().await.unwrap();
+    let client = Client::new();
+    let base = server.url();
+
+    let mut pages: Vec<Vec<String>> = Vec::new();
+    let mut cursor = Value::Null;
+    loop {
+        let (status, answer) = graphql(&client, &base, ALERTS_PAGE, json!({"cursor": cursor})).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.get("errors").is_none(), "{answer}");
+        let alerts = &answer["data"]["alerts"];
+        let info = &alerts["pageInfo"];
+        assert_eq!(info["hasPreviousPage"], !cursor.is_null());
+        assert_eq!(info["startCursor"], cursor);
+        let mut page = Vec::new();
+        for edge in alerts["edges"].as_array().unwrap() {
+            let node = &edge["node"];
+            let id = node["id"].as_str().unwrap();
+            assert_eq!(node["type"], "RULE");
+            assert_eq!(node["origin"], json!({"id": "AWS.Suspicious", "detectionType": "RULE"}));
+            let events = &node["events"];
+            assert_eq!(events["edges"], json!([{"node": {"p_row_id": format!("{id}-r0")}}]));
+            assert_eq!(events["pageInfo"]["hasNextPage"], true);
+            assert!(events["pageInfo"]["endCursor"].is_string());
+            page.push(id.to_owned());
+        }
+        pages.push(page);
+        assert_eq!(info["hasNextPage"], !info["endCursor"].is_null());
+        if info["hasNextPage"] == false {
+            break;
+        }
+        cursor = info["endCursor"].clone();
+        assert!(pages.len() < 10, "paging does not end");
+    }
+    assert_eq!(pages, [vec!["a0", "a1"], vec!["a2", "a3"], vec!["a4"]]);
+
+    // An events cursor continues where the inline page stopped.
+    let (_, first) = graphql(&client, &base, ALERTS_PAGE, json!({})).await;
+    let events_cursor = &first["data"]["alerts"]["edges"][0]["node"]["events"]["pageInfo"]["endCursor"];
+    let query = r#"query($c: String) { alert(id: "a0") { events(input: {pageSize: 1, cursor: $c}) {
+        edges { node } pageInfo { hasNextPage endCursor hasPreviousPage } } } }"#;
+    let (_, rest) = graphql(&client, &base, query, json!({"c": events_cursor})).await;
+    let events = &rest["data"]["alert"]["events"];
+    assert_eq!(events["edges"], json!([{"node": {"p_row_id": "a0-r1"}}]), "{rest}");
+    assert_eq!(events["pageInfo"], json!({"hasNextPage": false, "endCursor": null, "hasPreviousPage": true}));
+
+    // The listing types map to the REST types.
+    let query = r#"{ alerts(input: {detectionId: "AWS.Suspicious", type: DETECTION_ERROR}) {
+        edges { node { id type } } } }"#;
+    let (_, errors) = graphql(&client, &base, query, json!({})).await;
+    assert_eq!(errors["data"]["alerts"]["edges"], json!([{"node": {"id": "error", "type": "RULE_ERROR"}}]));
+}
+
+#[tokio::test]
+async fn graphql_alerts_needs_a_range_or_a_detection_and_sorts_newest_first() {
+    let fake = fake_with_alerts(3);
+    let server = fake.spawn().await.unwrap();
+    let client = Client::new();
+    let base = server.url();
+
+    let query = r#"{ alerts(input: {createdAtAfter: "2025-01-01T00:00:00Z"}) { edges { node { id } } } }"#;
+    let (status, answer) = graphql(&client, &base, query, json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(answer["data"], Value::Null, "{answer}");
+    assert_eq!(error_codes(&answer), ["BAD_USER_INPUT"]);
+    assert_eq!(answer["errors"][0]["path"], json!(["alerts"]));
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("createdAtBefore"), "{answer}");
+
+    // A detection alone is enough; the schema's default order is descending.
+    let query =
+        r#"{ alerts(input: {detectionId: "AWS.Suspicious"}) { edges { node { id } } pageInfo { hasNextPage } } }"#;
+    let (_, answer) = graphql(&client, &base, query, json!({})).await;
+    let ids: Vec<&str> = answer["data"]["alerts"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a2", "a1", "a0"], "{answer}");
+
+    for input in
+        [r#"{detectionId: "AWS.Suspicious", pageSize: 51}"#, r#"{detectionId: "AWS.Suspicious", cursor: "zz"}"#]
+    {
+        let query = format!("{{ alerts(input: {input}) {{ edges {{ node {{ id }} }} }} }}");
+        let (_, answer) = graphql(&client, &base, &query, json!({})).await;
+        assert_eq!(error_codes(&answer), ["BAD_USER_INPUT"], "{input}: {answer}");
+    }
+    let query = r#"{ alert(id: "a0") { events(input: {pageSize: 51}) { edges { node } } } }"#;
+    let (_, answer) = graphql(&client, &base, query, json!({})).await;
+    assert_eq!(error_codes(&answer), ["BAD_USER_INPUT"], "{answer}");
+    assert_eq!(answer["errors"][0]["path"], json!(["alert", "events"]));
+
+    // A missing alert nulls the non-null `alert`, and so `data`.
+    let (status, answer) = graphql(&client, &base, r#"{ alert(id: "nope") { id } }"#, json!({})).await;
+    assert_eq!((status, &answer["data"]), (200, &Value::Null));
+    assert_eq!(error_codes(&answer), ["NOT_FOUND"]);
+
+    let query = r#"{ generalSettings { pantherVersion } a: alert(id: "a1") { id title runbook lastReceivedEventAt
+        assignee { id } origin { __typename } } }"#;
+    let (_, answer) = graphql(&client, &base, query, json!({})).await;
+    assert_eq!(answer["data"]["generalSettings"]["pantherVersion"], graphql::PANTHER_VERSION);
+    assert_eq!(
+        answer["data"]["a"],
+        json!({"id": "a1", "title": "Suspicious thing a1", "runbook": "", "lastReceivedEventAt": "2025-01-01T00:01:00Z",
+               "assignee": null, "origin": {"__typename": "Detection"}})
+    );
+    // A field the fake does not implement is a field error, not a made-up value.
+    let (_, answer) = graphql(&client, &base, "{ users { id } }", json!({})).await;
+    assert_eq!(error_codes(&answer), ["INTERNAL_SERVER_ERROR"]);
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("not supported by the fake"));
+}
+
+#[tokio::test]
+async fn graphql_refuses_bad_requests_and_documents_as_apollo_server_does() {
+    let fake = fake_with_alerts(1);
+    let server = fake.spawn().await.unwrap();
+    let client = Client::new();
+    let base = server.url();
+    let url = format!("{base}/public/graphql");
+
+    let refused = |answer: &Value, code: &str| {
+        assert!(answer.get("data").is_none(), "{answer}");
+        assert!(!error_codes(answer).is_empty() && error_codes(answer).iter().all(|c| *c == code), "{answer}");
+    };
+    let (status, answer) = graphql(&client, &base, r#"{ alert(id: "a0") { id colour } }"#, json!({})).await;
+    assert_eq!(status, 400);
+    refused(&answer, "GRAPHQL_VALIDATION_FAILED");
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("colour"), "{answer}");
+
+    // `type` is a DetectionType on Detection and a SystemErrorType on SystemError: one response key
+    // cannot be both, so the union's members need aliases.
+    let unaliased = r#"{ alert(id: "a0") { origin { ... on Detection { type } ... on SystemError { type } } } }"#;
+    let (status, answer) = graphql(&client, &base, unaliased, json!({})).await;
+    assert_eq!(status, 400, "{answer}");
+    refused(&answer, "GRAPHQL_VALIDATION_FAILED");
+    let aliased = r#"{ alert(id: "a0") { origin { ... on Detection { detectionType: type }
+        ... on SystemError { errorType: type } ... on DeletedDetection { id } } } }"#;
+    let (status, answer) = graphql(&client, &base, aliased, json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["data"]["alert"]["origin"], json!({"detectionType": "RULE"}));
+
+    let (status, answer) = graphql(&client, &base, "{ alert(id: \"a0\") { id ", json!({})).await;
+    assert_eq!(status, 400);
+    refused(&answer, "GRAPHQL_PARSE_FAILED");
+    assert_eq!(answer["errors"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(answer["errors"][0]["locations"], json!([{"line": 1, "column": 24}]), "{answer}");
+
+    let query = "query($id: ID!) { alert(id: $id) { id } }";
+    let (status, answer) = graphql(&client, &base, query, json!({"id": {"not": "an id"}})).await;
+    assert_eq!(status, 400);
+    refused(&answer, "BAD_USER_INPUT");
+    let (status, answer) = graphql(&client, &base, query, json!({})).await;
+    assert_eq!(status, 400);
+    refused(&answer, "BAD_USER_INPUT");
+    let (status, answer) = graphql(&client, &base, query, json!({"id": "a0"})).await;
+    assert_eq!((status, &answer["data"]["alert"]["id"]), (200, &json!("a0")));
+
+    let two = "query A { generalSettings { pantherVersion } } query B { alert(id: \"a0\") { id } }";
+    let (status, answer) = graphql(&client, &base, two, json!({})).await;
+    assert_eq!(status, 400);
+    refused(&answer, "OPERATION_RESOLUTION_FAILURE");
+    let body = json!({"query": two, "operationName": "B"});
+    let (status, answer) = call(&client, Method::POST, url.clone(), Some(body)).await;
+    assert_eq!((status, &answer["data"]["alert"]["id"]), (200, &json!("a0")));
+
+    for body in ["{not json", "[]", r#"{"variables": {}}"#, r#"{"query": "{ x }", "extra": 1}"#] {
+        let response = client
+            .post(&url)
+            .header("X-API-Key", KEY)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        refused(&response.json().await.unwrap(), "BAD_REQUEST");
+    }
+    let response = client.post(&url).header("X-API-Key", KEY).body(r#"{"query": "{ x }"}"#).send().await.unwrap();
+    assert_eq!(response.status(), 400, "no JSON content type");
+
+    // The key is checked as on the REST side.
+    let body = json!({"query": "{ generalSettings { pantherVersion } }"});
+    let none = client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+    let wrong = client.post(&url).header("X-API-Key", "nope").json(&body).send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let last = fake.requests().pop().unwrap();
+    assert_eq!((last.route(), last.status), (Some(Route::Graphql), 401));
+    assert!(last.body.unwrap().contains("generalSettings"));
+}
+
+const TWO_COMMENTS: &str = r#"
+mutation Comments($alert: ID!) {
+  first: createAlertComment(input: {alertId: $alert, body: "one"}) {
+    comment { id body format createdBy { ... on APIToken { id } } entity { ... on Alert { id } } }
+  }
+  second: createAlertComment(input: {alertId: $alert, body: "<b>two</b>", format: HTML}) { comment { id body format } }
+}"#;
+
+#[tokio::test]
+async fn graphql_batched_comments_each_run_and_fail_alone() {
+    let fake = fake_with_alerts(1);
+    let server = fake.spawn().await.unwrap();
+    let client = Client::new();
+    let base = server.url();
+    let rest_bodies = |page: &Value| -> Vec<String> {
+        page["results"].as_array().unwrap().iter().map(|c| c["body"].as_str().unwrap().to_owned()).collect()
+    };
+
+    let (status, answer) = graphql(&client, &base, TWO_COMMENTS, json!({"alert": "a0"})).await;
+    assert_eq!(status, 200);
+    assert!(answer.get("errors").is_none(), "{answer}");
+    let first = &answer["data"]["first"]["comment"];
+    assert_eq!(first["body"], "one");
+    assert_eq!(first["format"], "PLAIN_TEXT");
+    assert_eq!(first["createdBy"], json!({"id": "fake-api-token"}));
+    assert_eq!(first["entity"], json!({"id": "a0"}));
+    assert_eq!(answer["data"]["second"]["comment"]["format"], "HTML");
+    let (_, page) = get(&client, format!("{base}/alert-comments?alert-id=a0")).await;
+    assert_eq!(rest_bodies(&page), ["one", "<b>two</b>"]);
+    assert_eq!(page["results"][0]["id"], first["id"]);
+
+    // The first alias is throttled and does nothing; the second still runs.
+    fake.fail_field("createAlertComment", "THROTTLED", 1);
+    let (status, answer) = graphql(&client, &base, TWO_COMMENTS, json!({"alert": "a0"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(error_codes(&answer), ["THROTTLED"], "{answer}");
+    assert_eq!(answer["errors"][0]["path"], json!(["first"]));
+    assert_eq!(answer["data"], Value::Null, "a non-null root field failed");
+    let (_, page) = get(&client, format!("{base}/alert-comments?alert-id=a0")).await;
+    assert_eq!(rest_bodies(&page), ["one", "<b>two</b>", "<b>two</b>"]);
+
+    // An alias on a missing alert fails alone too, whatever its place.
+    let query = r#"mutation { a: createAlertComment(input: {alertId: "a0", body: "three"}) { comment { id } }
+        b: createAlertComment(input: {alertId: "zz", body: "lost"}) { comment { id } }
+        c: createAlertComment(input: {alertId: "a0", body: "four"}) { comment { id } } }"#;
+    let (_, answer) = graphql(&client, &base, query, json!({})).await;
+    assert_eq!(error_codes(&answer), ["NOT_FOUND"], "{answer}");
+    assert_eq!(answer["errors"][0]["path"], json!(["b"]));
+    assert_eq!(fake.comments("a0").len(), 5);
+    assert_eq!(fake.comments("a0")[4]["body"], "four");
+}
+
+#[tokio::test]
+async fn graphql_alert_mutations_show_through_rest() {
+    let fake = fake_with_alerts(2);
+    fake.add_user("u-1", "jane.doe@example.com");
+    let server = fake.spawn().await.unwrap();
+    let client = Client::new();
+    let base = server.url();
+
+    let query = r#"mutation { updateAlertStatusById(input: {ids: ["a0", "a1"], status: TRIAGED}) {
+        alerts { id status } } }"#;
+    let (status, answer) = graphql(&client, &base, query, json!({})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["data"]["updateAlertStatusById"]["alerts"],
+        json!([{"id": "a0", "status": "TRIAGED"}, {"id": "a1", "status": "TRIAGED"}])
+    );
+    let (_, rest) = get(&client, format!("{base}/alerts/a0")).await;
+    assert_eq!(rest["status"], "TRIAGED");
+
+    let query = r#"mutation($email: String) { updateAlertsAssigneeByEmail(input: {ids: ["a1"], assigneeEmail: $email}) {
+        alerts { id assignee { id email givenName role { name } } } } }"#;
+    let (_, answer) = graphql(&client, &base, query, json!({"email": "jane.doe@example.com"})).await;
+    assert_eq!(
+        answer["data"]["updateAlertsAssigneeByEmail"]["alerts"][0]["assignee"],
+        json!({"id": "u-1", "email": "jane.doe@example.com", "givenName": "Jane", "role": {"name": "Analyst"}}),
+        "{answer}"
+    );
+    let (_, rest) = get(&client, format!("{base}/alerts/a1")).await;
+    assert_eq!(rest["assignee"], json!({"id": "u-1", "type": "user"}));
+
+    let (_, answer) = graphql(&client, &base, query, json!({"email": "nobody@example.com"})).await;
+    assert_eq!(error_codes(&answer), ["NOT_FOUND"], "{answer}");
+    assert_eq!(fake.alert("a1").unwrap()["assignee"]["id"], "u-1");
+    // No email unassigns.
+    let (_, answer) = graphql(&client, &base, query, json!({})).await;
+    assert!(answer.get("errors").is_none(), "{answer}");
+    assert!(get(&client, format!("{base}/alerts/a1")).await.1.get("assignee").is_none());
+
+    let query = r#"mutation { updateAlertsAssigneeById(input: {ids: ["a0"], assigneeId: "u-1"}) { alerts { assignee { id } } } }"#;
+    let (_, answer) = graphql(&client, &base, query, json!({})).await;
+    assert_eq!(answer["data"]["updateAlertsAssigneeById"]["alerts"][0]["assignee"]["id"], "u-1", "{answer}");
+    assert_eq!(fake.alert("a0").unwrap()["assignee"]["id"], "u-1");
+
+    // An unknown id fails the call and changes none of its alerts.
+    let query = r#"mutation { updateAlertStatusById(input: {ids: ["a0", "zz"], status: RESOLVED}) { alerts { id } } }"#;
+    let (_, answer) = graphql(&client, &base, query, json!({})).await;
+    assert_eq!(error_codes(&answer), ["NOT_FOUND"], "{answer}");
+    assert_eq!(answer["errors"][0]["path"], json!(["updateAlertStatusById"]));
+    assert_eq!(fake.alert("a0").unwrap()["status"], "TRIAGED");
+}
+
+#[tokio::test]
+async fn graphql_request_faults_take_the_whole_request() {
+    let fake = fake_with_alerts(1);
+    fake.inject(Route::Graphql, Fault::TooManyRequests { retry_after_secs: 3 }, 1);
+    let server = fake.spawn().await.unwrap();
+    let client = Client::new();
+    let base = server.url();
+    let url = format!("{base}/public/graphql");
+    let body = json!({"query": TWO_COMMENTS, "variables": {"alert": "a0"}});
+
+    let response = client.post(&url).header("X-API-Key", KEY).json(&body).send().await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "3");
+    assert!(fake.comments("a0").is_empty());
+
+    fake.inject(Route::Graphql, Fault::CommitThenDrop, 1);
+    let error = client.post(&url).header("X-API-Key", KEY).json(&body).send().await.expect_err("no answer");
+    assert!(error.is_request() && !error.is_connect() && !error.is_timeout(), "{error:?}");
+    let bodies: Vec<Value> = fake.comments("a0").iter().map(|c| c["body"].clone()).collect();
+    assert_eq!(bodies, ["one", "<b>two</b>"]);
+
+    fake.inject(Route::Graphql, Fault::ServerError { status: 502 }, 1);
+    assert_eq!(graphql(&client, &base, "{ generalSettings { pantherVersion } }", json!({})).await.0, 502);
+    let statuses: Vec<u16> = fake.requests().iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [429, 200, 502]);
+    assert!(fake.requests().iter().all(|r| r.route() == Some(Route::Graphql)));
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use chrono::{DateTime, Utc};
 use panther_triage::app;
 use panther_triage::config::Config;
-use panther_triage::fake_panther::{FakeHandle, FakePanther, Fault, Route};
+use panther_triage::fake_panther::{FakeHandle, FakePanther, Fault, Recorded, Route};
 use panther_triage::ledger::Stage;
 use panther_triage::panther::{format_time, Client};
 use panther_triage::poller::Pipeline;
@@ -14,27 +14,102 @@ use serde_json::{json, Value};
 
 const KEY: &str = "CANARY-KEY-5d1c0a7e";
 
+/// The transport under test: the core loop's tests run against both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Rest,
+    Graphql,
+}
+
+/// Runs an `async fn(Api)` test once per transport, as `NAME::rest` and `NAME::graphql`.
+macro_rules! both_transports {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn rest() {
+                super::$name(super::Api::Rest).await
+            }
+            #[tokio::test(flavor = "multi_thread")]
+            async fn graphql() {
+                super::$name(super::Api::Graphql).await
+            }
+        }
+    )*};
+}
+
+/// A kind of request, whichever transport carries it.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    ListAlerts,
+    ListEvents,
+    CreateComment,
+    ListComments,
+    SetStatus,
+    SetAssignee,
+    FindUser,
+}
+
 struct Env {
+    api: Api,
     fake: FakePanther,
     server: FakeHandle,
     dir: tempfile::TempDir,
 }
 
 impl Env {
-    async fn new() -> Env {
+    async fn new(api: Api) -> Env {
         let fake = FakePanther::new(KEY);
         fake.add_user("u-oncall", "oncall@acme.example");
         let server = fake.spawn().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("intel.jsonl"), intel()).unwrap();
-        Env { fake, server, dir }
+        Env { api, fake, server, dir }
+    }
+
+    /// The REST route or the GraphQL operation a call travels as (comment listing is REST-only).
+    fn route(&self, call: Call) -> (Route, Option<&'static str>) {
+        match (self.api, call) {
+            (_, Call::ListComments) => (Route::ListComments, None),
+            (_, Call::FindUser) => (Route::ListUsers, None),
+            (Api::Rest, Call::ListAlerts) => (Route::ListAlerts, None),
+            (Api::Rest, Call::ListEvents) => (Route::ListEvents, None),
+            (Api::Rest, Call::CreateComment) => (Route::CreateComment, None),
+            (Api::Rest, Call::SetStatus | Call::SetAssignee) => (Route::PatchAlerts, None),
+            (Api::Graphql, Call::ListAlerts) => (Route::Graphql, Some("ListAlerts")),
+            (Api::Graphql, Call::ListEvents) => (Route::Graphql, Some("AlertEvents")),
+            (Api::Graphql, Call::CreateComment) => (Route::Graphql, Some("CreateAlertComments")),
+            (Api::Graphql, Call::SetStatus) => (Route::Graphql, Some("UpdateAlertStatus")),
+            (Api::Graphql, Call::SetAssignee) => (Route::Graphql, Some("AssignAlertsByEmail")),
+        }
+    }
+
+    fn inject(&self, call: Call, fault: Fault, times: usize) {
+        match self.route(call) {
+            (route, None) => self.fake.inject(route, fault, times),
+            (_, Some(op)) => self.fake.inject_graphql(op, fault, times),
+        }
+    }
+
+    /// The requests of one kind, in order.
+    fn calls(&self, call: Call) -> Vec<Recorded> {
+        let (route, op) = self.route(call);
+        self.fake
+            .requests()
+            .into_iter()
+            .filter(|r| r.route() == Some(route))
+            .filter(|r| op.is_none_or(|op| r.body.as_deref().is_some_and(|b| operation_is(b, op))))
+            .collect()
     }
 
     /// A configuration file for this fake; `extra` adds or replaces sections.
     fn config(&self, extra: &str) -> PathBuf {
+        let api = match self.api {
+            Api::Rest => "rest",
+            Api::Graphql => "graphql",
+        };
         let text = format!(
-            "[panther]\nurl = \"{}\"\napi_key = \"{KEY}\"\nrequests_per_second = 1000\ntimeout = \"2s\"\n\
-             retry_backoff = \"10ms\"\nmax_retries = 3\n\
+            "[panther]\nurl = \"{}\"\napi_key = \"{KEY}\"\napi = \"{api}\"\nrequests_per_second = 1000\n\
+             timeout = \"2s\"\nretry_backoff = \"10ms\"\nmax_retries = 3\n\
              [[tables]]\nname = \"intel\"\npath = \"intel.jsonl\"\nformat = \"anomali\"\n\
              [[triage.rules]]\nname = \"bad\"\nmin_confidence = 80\nverdict = \"malicious\"\n{extra}",
             self.server.url()
@@ -54,10 +129,40 @@ impl Env {
         self.fake.comments(id).len()
     }
 
+    /// Requests that change something at Panther: REST writes, GraphQL mutations.
     fn writes(&self) -> usize {
-        self.fake.requests().iter().filter(|r| r.method != "GET").count()
+        let write = |r: &Recorded| match r.route() {
+            Some(Route::Graphql) => r.body.as_deref().is_some_and(|b| b.contains("mutation")),
+            _ => r.method != "GET",
+        };
+        self.fake.requests().iter().filter(|r| write(r)).count()
     }
 }
+
+/// Whether a GraphQL request body's document is the operation named `op`.
+fn operation_is(body: &str, op: &str) -> bool {
+    let v: Value = serde_json::from_str(body).unwrap_or_default();
+    let doc = v["query"].as_str().unwrap_or("");
+    doc.contains(&format!("query {op}("))
+        || doc.contains(&format!("mutation {op}("))
+        || doc.contains(&format!("query {op} {{"))
+}
+
+both_transports!(
+    alerts_that_appear_late_behind_the_watermark_are_triaged,
+    alerts_sharing_one_created_at_across_pages_are_each_triaged_once,
+    a_connection_dropped_after_the_comment_was_committed_does_not_post_twice,
+    a_restart_resumes_from_the_ledger_with_nothing_missed_or_repeated,
+    a_write_left_unknown_by_a_crash_is_checked_by_marker_after_restart,
+    a_burst_of_429s_and_5xx_is_survived,
+    an_alert_panther_keeps_failing_on_does_not_hold_up_the_others,
+    every_filter_keeps_and_drops_and_says_why,
+    duplicates_skip_posts_nothing_and_rules_write_status_and_assignee_in_batches,
+    hostile_html_arrives_escaped,
+    dry_run_sends_no_write_and_prints_what_it_would_write,
+    the_api_key_appears_in_no_log_line_error_or_comment,
+    the_daemon_loop_triages_new_alerts_each_interval_and_stops_on_its_signal,
+);
 
 fn intel() -> String {
     let row = |id: u32, v: &str, conf: u32| {
@@ -81,9 +186,8 @@ fn ip_event(ip: &str) -> Vec<Value> {
     vec![json!({"p_log_type": "AWS.CloudTrail", "p_any_ip_addresses": [ip]})]
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn alerts_that_appear_late_behind_the_watermark_are_triaged() {
-    let env = Env::new().await;
+async fn alerts_that_appear_late_behind_the_watermark_are_triaged(api: Api) {
+    let env = Env::new(api).await;
     env.fake.add_alert(alert("a1", ago(5), "Okta.X", "t1"), ip_event("10.0.0.1"));
     let p = env.pipeline("");
     p.drain().await.unwrap();
@@ -97,9 +201,8 @@ async fn alerts_that_appear_late_behind_the_watermark_are_triaged() {
     assert_eq!(p.ledger().get("late").unwrap().unwrap().verdict.as_deref(), Some("malicious"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn alerts_sharing_one_created_at_across_pages_are_each_triaged_once() {
-    let env = Env::new().await;
+async fn alerts_sharing_one_created_at_across_pages_are_each_triaged_once(api: Api) {
+    let env = Env::new(api).await;
     let t = ago(3);
     for i in 0..120 {
         env.fake.add_alert(alert(&format!("same{i:03}"), t, "Okta.X", &format!("t{i}")), ip_event("10.0.0.1"));
@@ -120,23 +223,20 @@ async fn alerts_sharing_one_created_at_across_pages_are_each_triaged_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_connection_dropped_after_the_comment_was_committed_does_not_post_twice() {
-    let env = Env::new().await;
+async fn a_connection_dropped_after_the_comment_was_committed_does_not_post_twice(api: Api) {
+    let env = Env::new(api).await;
     env.fake.add_alert(alert("a1", ago(5), "Okta.X", "t"), ip_event("198.51.100.7"));
-    env.fake.inject(Route::CreateComment, Fault::CommitThenDrop, 1);
+    env.inject(Call::CreateComment, Fault::CommitThenDrop, 1);
     let p = env.pipeline("");
     let r = p.drain().await.unwrap();
     assert_eq!(r.process.triaged, 1);
     assert_eq!(env.comment_count("a1"), 1);
-    let listed = env.fake.requests().iter().filter(|r| r.route() == Some(Route::ListComments)).count();
-    assert!(listed >= 1, "the marker was looked for before posting again");
+    assert!(!env.calls(Call::ListComments).is_empty(), "the marker was looked for before posting again");
     assert_eq!(p.ledger().get("a1").unwrap().unwrap().stage, Stage::Done);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_restart_resumes_from_the_ledger_with_nothing_missed_or_repeated() {
-    let env = Env::new().await;
+async fn a_restart_resumes_from_the_ledger_with_nothing_missed_or_repeated(api: Api) {
+    let env = Env::new(api).await;
     for i in 0..60 {
         env.fake.add_alert(alert(&format!("r{i:02}"), ago(90 - i), "Okta.X", &format!("t{i}")), ip_event("10.0.0.1"));
     }
@@ -156,14 +256,13 @@ async fn a_restart_resumes_from_the_ledger_with_nothing_missed_or_repeated() {
     assert_eq!(p.ledger().counts().unwrap().done, 61);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_write_left_unknown_by_a_crash_is_checked_by_marker_after_restart() {
-    let env = Env::new().await;
+async fn a_write_left_unknown_by_a_crash_is_checked_by_marker_after_restart(api: Api) {
+    let env = Env::new(api).await;
     env.fake.add_alert(alert("a1", ago(5), "Okta.X", "t"), ip_event("198.51.100.7"));
     // The comment is committed but the answer is lost, and Panther cannot list comments right now:
     // the outcome stays unknown and the intent stays in the ledger.
-    env.fake.inject(Route::CreateComment, Fault::CommitThenDrop, 1);
-    env.fake.inject(Route::ListComments, Fault::ServerError { status: 503 }, 4);
+    env.inject(Call::CreateComment, Fault::CommitThenDrop, 1);
+    env.inject(Call::ListComments, Fault::ServerError { status: 503 }, 4);
     {
         let p = env.pipeline("");
         let r = p.drain().await.unwrap();
@@ -176,17 +275,18 @@ async fn a_write_left_unknown_by_a_crash_is_checked_by_marker_after_restart() {
     assert_eq!(p.ledger().get("a1").unwrap().unwrap().stage, Stage::Done);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_burst_of_429s_and_5xx_is_survived() {
-    let env = Env::new().await;
+async fn a_burst_of_429s_and_5xx_is_survived(api: Api) {
+    let env = Env::new(api).await;
     for i in 0..3 {
         env.fake.add_alert(alert(&format!("b{i}"), ago(10 - i), "Okta.X", &format!("t{i}")), ip_event("198.51.100.7"));
     }
-    env.fake.inject(Route::ListAlerts, Fault::TooManyRequests { retry_after_secs: 0 }, 2);
-    env.fake.inject(Route::ListEvents, Fault::ServerError { status: 503 }, 2);
-    env.fake.inject(Route::CreateComment, Fault::TooManyRequests { retry_after_secs: 1 }, 1);
-    env.fake.inject(Route::CreateComment, Fault::ServerError { status: 502 }, 1);
-    env.fake.inject(Route::PatchAlerts, Fault::ServerError { status: 500 }, 2);
+    env.inject(Call::ListAlerts, Fault::TooManyRequests { retry_after_secs: 0 }, 2);
+    // GraphQL brings the events with the page: there is no events request to fail.
+    let events_faults = if api == Api::Rest { 2 } else { 0 };
+    env.inject(Call::ListEvents, Fault::ServerError { status: 503 }, events_faults);
+    env.inject(Call::CreateComment, Fault::TooManyRequests { retry_after_secs: 1 }, 1);
+    env.inject(Call::CreateComment, Fault::ServerError { status: 502 }, 1);
+    env.inject(Call::SetStatus, Fault::ServerError { status: 500 }, 2);
     let p = env.pipeline("set_status = \"TRIAGED\"\n");
     let started = std::time::Instant::now();
     let r = p.drain().await.unwrap();
@@ -202,37 +302,39 @@ async fn a_burst_of_429s_and_5xx_is_survived() {
     }
     let reqs = env.fake.requests();
     assert!(reqs.iter().filter(|r| r.status == 429).count() >= 3);
-    assert!(reqs.iter().filter(|r| r.status >= 500).count() >= 5);
+    assert!(reqs.iter().filter(|r| r.status >= 500).count() >= 3 + events_faults);
     for i in 0..3 {
         assert_eq!(env.fake.alert(&format!("b{i}")).unwrap()["status"], "TRIAGED", "the PATCH survived its 5xx");
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_alert_panther_keeps_failing_on_does_not_hold_up_the_others() {
-    let env = Env::new().await;
+async fn an_alert_panther_keeps_failing_on_does_not_hold_up_the_others(api: Api) {
+    let env = Env::new(api).await;
     env.fake.add_alert(alert("stuck", ago(20), "Okta.X", "t1"), ip_event("10.0.0.1"));
     env.fake.add_alert(alert("next", ago(10), "Okta.X", "t2"), ip_event("10.0.0.1"));
-    // Every attempt (1 + max_retries) at the oldest alert's events fails.
-    env.fake.inject(Route::ListEvents, Fault::ServerError { status: 503 }, 4);
     let p = env.pipeline("");
-    let r = p.drain().await.unwrap();
-    assert_eq!((r.process.deferred, r.process.triaged), (1, 0), "{r:?}");
-    p.drain().await.unwrap();
-    let events: Vec<String> = env
-        .fake
-        .requests()
-        .into_iter()
-        .filter(|r| r.route() == Some(Route::ListEvents) && r.status == 200)
-        .map(|r| r.path)
-        .collect();
-    assert!(events[0].contains("next"), "the alert that failed before goes last: {events:?}");
+    if api == Api::Rest {
+        // Every attempt (1 + max_retries) at the oldest alert's events fails.
+        env.inject(Call::ListEvents, Fault::ServerError { status: 503 }, 4);
+        let r = p.drain().await.unwrap();
+        assert_eq!((r.process.deferred, r.process.triaged), (1, 0), "{r:?}");
+        p.drain().await.unwrap();
+        let events: Vec<String> =
+            env.calls(Call::ListEvents).into_iter().filter(|r| r.status == 200).map(|r| r.path).collect();
+        assert!(events[0].contains("next"), "the alert that failed before goes last: {events:?}");
+    } else {
+        // The oldest alert's comment fails inside a batch; the other comment of the batch lands.
+        env.fake.fail_field("createAlertComment", "INTERNAL_SERVER_ERROR", 1);
+        let r = p.drain().await.unwrap();
+        assert_eq!(r.process.deferred, 1, "{r:?}");
+        assert_eq!((env.comment_count("stuck"), env.comment_count("next")), (0, 1));
+        p.drain().await.unwrap();
+    }
     assert_eq!((env.comment_count("stuck"), env.comment_count("next")), (1, 1));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_filter_keeps_and_drops_and_says_why() {
-    let env = Env::new().await;
+async fn every_filter_keeps_and_drops_and_says_why(api: Api) {
+    let env = Env::new(api).await;
     let t = ago(30);
     let at = |m: i64| t + chrono::Duration::minutes(m);
     env.fake.add_alert(alert("keep", at(0), "Okta.Login", "kept"), ip_event("10.0.0.1"));
@@ -251,9 +353,18 @@ async fn every_filter_keeps_and_drops_and_says_why() {
     let p = env.pipeline(extra);
     p.drain().await.unwrap();
     // The poll asks Panther for the configured statuses and severities only.
-    let list = env.fake.requests().into_iter().find(|r| r.route() == Some(Route::ListAlerts)).unwrap();
-    assert_eq!(list.query_values("status"), ["OPEN"]);
-    assert_eq!(list.query_values("severity"), ["HIGH", "CRITICAL"]);
+    let list = env.calls(Call::ListAlerts).remove(0);
+    let (statuses, severities) = match api {
+        Api::Rest => (list.query_values("status").join(","), list.query_values("severity").join(",")),
+        Api::Graphql => {
+            let v: Value = serde_json::from_str(list.body.as_deref().unwrap()).unwrap();
+            let names = |k: &str| {
+                v["variables"]["input"][k].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect::<Vec<_>>()
+            };
+            (names("statuses").join(","), names("severities").join(","))
+        }
+    };
+    assert_eq!((statuses.as_str(), severities.as_str()), ("OPEN", "HIGH,CRITICAL"));
     // Alerts the listing could not filter (asked for by ID) go through the same filters.
     for id in ["low", "triaged"] {
         p.triage_one(id).await.unwrap();
@@ -277,9 +388,8 @@ async fn every_filter_keeps_and_drops_and_says_why() {
     assert_eq!(env.comment_count("dup3"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn duplicates_skip_posts_nothing_and_rules_write_status_and_assignee_in_batches() {
-    let env = Env::new().await;
+async fn duplicates_skip_posts_nothing_and_rules_write_status_and_assignee_in_batches(api: Api) {
+    let env = Env::new(api).await;
     let t = ago(30);
     for i in 0..3 {
         env.fake.add_alert(
@@ -302,15 +412,20 @@ async fn duplicates_skip_posts_nothing_and_rules_write_status_and_assignee_in_ba
         assert_eq!(a["status"], "TRIAGED");
         assert_eq!(a["assignee"]["id"], "u-oncall");
     }
-    let patches: Vec<_> = env.fake.requests().into_iter().filter(|r| r.method == "PATCH").collect();
-    assert_eq!(patches.len(), 2, "one PATCH for the status, one for the assignee: {patches:?}");
-    let finds = env.fake.requests().iter().filter(|r| r.route() == Some(Route::ListUsers)).count();
-    assert_eq!(finds, 1, "the email is resolved once");
+    let (status, assignee) = (env.calls(Call::SetStatus), env.calls(Call::SetAssignee));
+    match api {
+        Api::Rest => assert_eq!(status.len(), 2, "one PATCH for the status, one for the assignee: {status:?}"),
+        Api::Graphql => {
+            assert_eq!((status.len(), assignee.len()), (1, 1), "one mutation each: {status:?} {assignee:?}")
+        }
+    }
+    // REST needs the user's ID, looked up once; GraphQL assigns by email.
+    let finds = env.calls(Call::FindUser).len();
+    assert_eq!(finds, if api == Api::Rest { 1 } else { 0 }, "the email is resolved once");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hostile_html_arrives_escaped() {
-    let env = Env::new().await;
+async fn hostile_html_arrives_escaped(api: Api) {
+    let env = Env::new(api).await;
     let mut a = alert("x1", ago(5), "Okta.<script>", "<img src=x onerror=alert(1)>");
     a["severity"] = json!("CRITICAL");
     let events =
@@ -330,9 +445,8 @@ async fn run_bin(args: Vec<String>) -> std::process::Output {
     tokio::task::spawn_blocking(move || crate::run(crate::bin().args(&args).env_remove("RUST_LOG"))).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn dry_run_sends_no_write_and_prints_what_it_would_write() {
-    let env = Env::new().await;
+async fn dry_run_sends_no_write_and_prints_what_it_would_write(api: Api) {
+    let env = Env::new(api).await;
     env.fake.add_alert(alert("a1", ago(5), "Okta.X", "t"), ip_event("198.51.100.7"));
     let cfg = env.config("set_status = \"TRIAGED\"\n").display().to_string();
     let out = run_bin(vec!["once".into(), "-c".into(), cfg.clone(), "--dry-run".into()]).await;
@@ -349,11 +463,11 @@ async fn dry_run_sends_no_write_and_prints_what_it_would_write() {
     assert_eq!(env.comment_count("a1"), 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_api_key_appears_in_no_log_line_error_or_comment() {
-    let env = Env::new().await;
+async fn the_api_key_appears_in_no_log_line_error_or_comment(api: Api) {
+    let env = Env::new(api).await;
     env.fake.add_alert(alert("a1", ago(5), "Okta.X", "t"), ip_event("198.51.100.7"));
-    env.fake.inject(Route::ListEvents, Fault::ServerError { status: 500 }, 1);
+    env.inject(Call::ListComments, Fault::ServerError { status: 500 }, 1);
+    env.inject(Call::CreateComment, Fault::ServerError { status: 500 }, 1);
     let cfg = env.config("[log]\nlevel = \"trace\"\nformat = \"json\"\n").display().to_string();
     let out = run_bin(vec!["once".into(), "-c".into(), cfg.clone()]).await;
     assert!(out.status.success(), "{}", crate::text(&out.stderr));
@@ -382,7 +496,7 @@ async fn the_api_key_appears_in_no_log_line_error_or_comment() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_config_exits_2_naming_the_key() {
-    let env = Env::new().await;
+    let env = Env::new(Api::Rest).await;
     let cfg = env.config("[filter]\nseverities = [\"SEVERE\"]\ndedup_window = \"a while\"\n").display().to_string();
     for cmd in ["check-config", "once"] {
         let out = run_bin(vec![cmd.into(), "-c".into(), cfg.clone()]).await;
@@ -409,9 +523,8 @@ fn the_demo_runs_and_prints_a_summary_and_the_first_comment() {
     assert!(stdout.contains("first comment posted") && stdout.contains("<!-- panther-triage:"), "{stdout}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_daemon_loop_triages_new_alerts_each_interval_and_stops_on_its_signal() {
-    let env = Env::new().await;
+async fn the_daemon_loop_triages_new_alerts_each_interval_and_stops_on_its_signal(api: Api) {
+    let env = Env::new(api).await;
     env.fake.add_alert(alert("first", ago(5), "Okta.X", "t1"), ip_event("10.0.0.1"));
     let p = std::sync::Arc::new(env.pipeline("[poll]\ninterval = \"100ms\"\n"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -444,3 +557,92 @@ async fn the_daemon_loop_triages_new_alerts_each_interval_and_stops_on_its_signa
     assert_eq!(env.comment_count("first"), 1);
     assert_eq!(env.comment_count("second"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_comment_in_a_batch_is_sent_again_alone_and_nothing_twice() {
+    let env = Env::new(Api::Graphql).await;
+    for i in 0..3 {
+        env.fake.add_alert(alert(&format!("c{i}"), ago(10 - i), "Okta.X", &format!("t{i}")), ip_event("10.0.0.1"));
+    }
+    env.fake.fail_field("createAlertComment", "THROTTLED", 1);
+    let p = env.pipeline("");
+    let r = p.drain().await.unwrap();
+    let batches: Vec<usize> = env
+        .calls(Call::CreateComment)
+        .iter()
+        .map(|r| r.body.as_deref().unwrap().matches("createAlertComment(").count())
+        .collect();
+    assert_eq!(batches, [3, 1], "one batch of three, then the throttled one alone");
+    for i in 0..3 {
+        assert_eq!(env.comment_count(&format!("c{i}")), 1, "alert c{i}");
+    }
+    assert_eq!((r.process.comments_posted, r.process.deferred), (3, 0), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_graphql_request_the_daemon_sent_validates_against_panthers_schema() {
+    let env = Env::new(Api::Graphql).await;
+    // Events past those that come with the page, a status and an assignee, a manual triage.
+    let many: Vec<Value> = (0..60).map(|i| json!({"p_any_ip_addresses": [format!("10.1.0.{i}")]})).collect();
+    env.fake.add_alert(alert("big", ago(9), "Okta.X", "big"), many);
+    env.fake.add_alert(alert("bad", ago(8), "Okta.X", "bad"), ip_event("198.51.100.7"));
+    let p = env
+        .pipeline("set_status = \"TRIAGED\"\nassign_to = \"oncall@acme.example\"\n[enrich]\nevents_per_alert = 25\n");
+    p.drain().await.unwrap();
+    env.fake.add_alert(alert("manual", ago(300), "Okta.X", "manual"), ip_event("10.0.0.1"));
+    p.triage_one("manual").await.unwrap();
+    assert_eq!(p.ledger().get("big").unwrap().unwrap().event_count, 60, "all 60 events were read");
+    let big_pages =
+        env.calls(Call::ListEvents).iter().filter(|r| r.body.as_deref().unwrap().contains("\"big\"")).count();
+    assert_eq!(big_pages, 2, "25 came with the page, then 25 and 10");
+    assert_eq!(env.fake.alert("bad").unwrap()["assignee"]["id"], "u-oncall");
+    let schema = crate::graphql::schema();
+    let sent: Vec<Recorded> = env.fake.requests().into_iter().filter(|r| r.route() == Some(Route::Graphql)).collect();
+    let mut operations = std::collections::BTreeSet::new();
+    for r in &sent {
+        assert_eq!(r.status, 200, "{r:?}");
+        let v: Value = serde_json::from_str(r.body.as_deref().unwrap()).unwrap();
+        let doc = v["query"].as_str().unwrap();
+        assert_eq!(crate::graphql::errors(&schema, doc), "", "{doc}");
+        operations.insert(doc.split(['(', '{']).next().unwrap().trim().to_owned());
+    }
+    let expected = [
+        "mutation AssignAlertsByEmail",
+        "mutation CreateAlertComments",
+        "mutation UpdateAlertStatus",
+        "query AlertEvents",
+        "query GetAlert",
+        "query ListAlerts",
+    ];
+    assert_eq!(operations.into_iter().collect::<Vec<_>>(), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_calls_per_alert_stay_within_each_transports_budget() {
+    use panther_triage::bench_api::drain_backlog;
+    let zero = std::time::Duration::ZERO;
+    let rest = drain_backlog("rest", 300, 3, 100_000, zero).await.unwrap();
+    let graphql = drain_backlog("graphql", 300, 3, 100_000, zero).await.unwrap();
+    for f in [&rest, &graphql] {
+        assert_eq!((f.triaged, f.comments), (300, 300), "{f:?}");
+    }
+    // list/50 + events + comment for REST; a page with its events and comments 20 a request for GraphQL.
+    assert!(rest.calls_per_alert() <= 2.05, "{rest:?}");
+    assert!(graphql.calls_per_alert() <= 0.2, "{graphql:?}");
+}
+
+async fn the_connection_check_answers_and_a_wrong_key_is_named(api: Api) {
+    use panther_triage::panther::PantherApi as _;
+    let env = Env::new(api).await;
+    let cfg = Config::load_with_env(&env.config(""), Vec::new()).unwrap();
+    let said = app::client(&cfg).unwrap().ping().await.unwrap();
+    let expected = if api == Api::Rest { "REST API answered" } else { "Panther 1.0.0-fake" };
+    assert_eq!(said, expected);
+    let refused = FakePanther::new("another-key").spawn().await.unwrap();
+    let text = std::fs::read_to_string(&cfg.file).unwrap().replace(&env.server.url(), &refused.url());
+    let cfg = Config::from_toml(&cfg.file, &text, Vec::new()).unwrap();
+    let err = app::client(&cfg).unwrap().ping().await.unwrap_err().to_string();
+    assert!(err.contains("API key was refused") && !err.contains(KEY), "{err}");
+}
+
+both_transports!(the_connection_check_answers_and_a_wrong_key_is_named);

@@ -18,8 +18,8 @@ use chrono::{DateTime, Utc};
 use panther_triage::fake_panther::{FakePanther, Recorded};
 use panther_triage::panther::rest::RestSettings;
 use panther_triage::panther::{
-    format_time, AlertPatch, AlertQuery, Assignee, CommentFormat, NewComment, PantherApi, RestClient, RetryPolicy, Severity,
-    Status,
+    format_time, AlertPatch, AlertQuery, Assignee, CommentFormat, NewComment, PantherApi, RestClient, RetryPolicy,
+    Severity, Status,
 };
 use serde_json::{json, Map, Value};
 
@@ -617,7 +617,10 @@ async fn drive_client(client: &RestClient) {
     assert_eq!(client.find_user_id("nobody@acme.example").await.unwrap(), None);
 
     let ids = vec!["a1".to_owned(), "a2".to_owned(), "bulk00".to_owned()];
-    client.patch_alerts(&AlertPatch { ids, status: Some(Status::Resolved), assignee: assignee.map(Assignee::Id) }).await.unwrap();
+    client
+        .patch_alerts(&AlertPatch { ids, status: Some(Status::Resolved), assignee: assignee.map(Assignee::Id) })
+        .await
+        .unwrap();
     let ids = vec!["bulk01".to_owned(), "bulk02".to_owned()];
     client.patch_alerts(&AlertPatch { ids, status: Some(Status::Closed), assignee: None }).await.unwrap();
     assert_eq!(client.get_alert("a1").await.unwrap().status, Some(Status::Resolved));

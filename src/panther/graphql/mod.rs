@@ -21,8 +21,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use url::Url;
 
-use super::retry::RetryPolicy;
 use super::rest::{RestClient, PAGE_LIMIT};
+use super::retry::RetryPolicy;
 use super::*;
 
 /// The alert fields every alert query reads.
@@ -173,6 +173,11 @@ pub fn batch_document(n: usize) -> String {
     out
 }
 
+/// A document without its comment lines: they are for readers of the files, not for the wire.
+fn without_comments(doc: &str) -> String {
+    doc.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n")
+}
+
 /// The alias of the `i`th comment of a batch.
 fn alias(i: usize) -> String {
     format!("c{i}")
@@ -188,9 +193,10 @@ impl GraphqlClient {
     }
 
     async fn request(&self, op: Op, query: &str, variables: Value) -> Result<Response, ApiError> {
-        let body = json!({ "query": query, "variables": variables });
+        let body = json!({ "query": without_comments(query), "variables": variables });
         let bytes = self.rest.call(op, Method::POST, self.endpoint.clone(), &[], Some(&body)).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode { op, detail: format!("not a GraphQL response: {e}") })
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::Decode { op, detail: format!("not a GraphQL response: {e}") })
     }
 
     /// The value of the one root field `field`, or the error that stands in its place.
@@ -233,6 +239,8 @@ impl GraphqlClient {
                 }
             };
             let mut data = resp.data.unwrap_or_default();
+            // Errors with a path belong to one alias each; one without belongs to the whole request.
+            let per_alias = resp.errors.iter().any(|e| e.root().is_some());
             let mut throttled = Vec::new();
             for (k, &i) in pending.iter().enumerate() {
                 let name = alias(k);
@@ -247,11 +255,17 @@ impl GraphqlClient {
                         None => Err(ApiError::Decode { op, detail: format!("`{name}` has no comment") }),
                     },
                     None => {
-                        // The alias's own error, else the document's (a validation failure has no path).
-                        let e = resp.errors.iter().find(|e| e.root() == Some(name.as_str())).or(resp.errors.first());
-                        match e {
+                        let own = resp.errors.iter().find(|e| e.root() == Some(name.as_str()));
+                        let whole = resp.errors.first().filter(|_| !per_alias);
+                        match own.or(whole) {
                             Some(e) => Err(error_from(op, e)),
-                            None => Err(ApiError::Decode { op, detail: format!("no `{name}` in the answer") }),
+                            // Another alias failed and, the fields being non-null, took `data` with
+                            // it: whether this one ran is unknown (graphql-js stops at the failure,
+                            // other servers go on). The marker check decides.
+                            None => Err(ApiError::Decode {
+                                op,
+                                detail: format!("no result for `{name}`: another comment of the batch failed"),
+                            }),
                         }
                     }
                 };
@@ -462,7 +476,8 @@ mod tests {
         let one = batch_document(1);
         assert!(one.contains("mutation CreateAlertComments($c0: CreateAlertCommentInput!)"), "{one}");
         let three = batch_document(3);
-        assert!(three.contains("($c0: CreateAlertCommentInput!, $c1: CreateAlertCommentInput!, $c2: CreateAlertCommentInput!)"));
+        assert!(three
+            .contains("($c0: CreateAlertCommentInput!, $c1: CreateAlertCommentInput!, $c2: CreateAlertCommentInput!)"));
         for i in 0..3 {
             assert!(three.contains(&format!("c{i}: createAlertComment(input: $c{i})")), "{three}");
         }

@@ -1,0 +1,172 @@
+//! `panther-triage bench-api`: what a backlog costs in API calls, per transport.
+//!
+//! A backlog of alerts is drained through the fake Panther on loopback with a per-request latency and
+//! the client's rate limit set (`panther.requests_per_second`), once per transport. Printed per
+//! transport: API calls per triaged alert, alerts per second, and that rate as a share of the bound
+//! the rate limit sets (rate limit / calls per alert): the share shows whether the daemon keeps the
+//! budget Panther grants it busy, the calls per alert how big that budget must be.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use chrono::Utc;
+use clap::Args;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::fake_panther::FakePanther;
+use crate::panther::format_time;
+
+#[derive(Debug, Args)]
+pub struct ApiBenchArgs {
+    /// Alerts in the backlog.
+    #[arg(long, default_value_t = 5000)]
+    pub alerts: u32,
+    /// The client's rate limit, requests per second.
+    #[arg(long, default_value_t = 20)]
+    pub rps: u32,
+    /// The fake's latency for every request.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+    /// Events each alert holds.
+    #[arg(long, default_value_t = 3)]
+    pub events: u32,
+    /// Transports to measure, in order.
+    #[arg(long, value_delimiter = ',', default_value = "graphql,rest")]
+    pub transports: Vec<String>,
+}
+
+/// What one drain cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiFigures {
+    pub transport: String,
+    pub alerts: u32,
+    pub triaged: u64,
+    pub comments: u64,
+    pub calls: u64,
+    pub elapsed: Duration,
+    pub rps: u32,
+}
+
+impl ApiFigures {
+    pub fn calls_per_alert(&self) -> f64 {
+        self.calls as f64 / self.triaged.max(1) as f64
+    }
+
+    pub fn alerts_per_second(&self) -> f64 {
+        self.triaged as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The most alerts per second the rate limit allows at this cost.
+    pub fn bound(&self) -> f64 {
+        self.rps as f64 / self.calls_per_alert()
+    }
+
+    /// The drain's speed as a share of the fastest the rate limiter allows for these calls. The
+    /// limiter (governor) starts with a burst of `rps` requests, so the shortest possible drain is
+    /// `(calls - rps) / rps` seconds, not `calls / rps`.
+    pub fn share_of_bound(&self) -> f64 {
+        let fastest = self.calls.saturating_sub(u64::from(self.rps)) as f64 / self.rps as f64;
+        100.0 * fastest / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+pub fn run(a: ApiBenchArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    println!(
+        "bench-api: {} alerts x {} events, rate limit {} req/s, latency {} per request",
+        a.alerts,
+        a.events,
+        a.rps,
+        humantime::format_duration(a.latency)
+    );
+    println!(
+        "{:<8} {:>9} {:>8} {:>15} {:>10} {:>9} {:>10} {:>9}",
+        "api", "triaged", "calls", "calls/alert", "seconds", "alerts/s", "bound/s", "of bound"
+    );
+    for t in &a.transports {
+        let f = rt.block_on(drain_backlog(t, a.alerts, a.events, a.rps, a.latency))?;
+        println!(
+            "{:<8} {:>9} {:>8} {:>15.4} {:>10.1} {:>9.2} {:>10.2} {:>8.1}%",
+            f.transport,
+            f.triaged,
+            f.calls,
+            f.calls_per_alert(),
+            f.elapsed.as_secs_f64(),
+            f.alerts_per_second(),
+            f.bound(),
+            f.share_of_bound()
+        );
+        if f.comments != u64::from(a.alerts) {
+            bail!("{}: {} comments for {} alerts: the drain did not finish", f.transport, f.comments, a.alerts);
+        }
+    }
+    Ok(())
+}
+
+/// Seeds a fake with `alerts` alerts (one in ten with an indicator the intel table knows), drains it
+/// with the `transport` client, and counts the requests the fake received.
+pub async fn drain_backlog(
+    transport: &str,
+    alerts: u32,
+    events: u32,
+    rps: u32,
+    latency: Duration,
+) -> anyhow::Result<ApiFigures> {
+    // A key of its own: the rate limiter is per key and per process.
+    let key = format!("bench-{transport}-{rps}-{}", latency.as_micros());
+    let fake = FakePanther::new(&key);
+    let now = Utc::now();
+    for i in 0..alerts {
+        // Spread over the last 100 minutes, oldest first.
+        let created =
+            now - chrono::Duration::milliseconds(6_000_000 * i64::from(alerts - i) / i64::from(alerts.max(1)));
+        let alert = json!({
+            "id": format!("bench-{i:06}"), "type": "ALERT", "status": "OPEN", "severity": "HIGH",
+            "title": format!("Suspicious login {i}"), "createdAt": format_time(created),
+            "detection": {"id": format!("Okta.Rule{}", i % 7), "type": "RULE"},
+        });
+        let evs = (0..events)
+            .map(|j| {
+                let ip =
+                    if i % 10 == 0 && j == 0 { "198.51.100.7".to_owned() } else { format!("10.0.{}.{}", i % 250, j) };
+                json!({"p_log_type": "Okta.SystemLog", "p_any_ip_addresses": [ip], "seq": j})
+            })
+            .collect();
+        fake.add_alert(alert, evs);
+    }
+    let server = fake.spawn().await.context("cannot start the fake Panther on loopback")?;
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    std::fs::write(
+        dir.path().join("intel.jsonl"),
+        json!({"id": "1", "value": "198.51.100.7", "match": ["198.51.100.7"], "type": "ip", "confidence": 95,
+               "status": "active", "modified_ts": "2025-01-01 00:00:00", "expiration_ts": "", "threat_type": "c2"})
+        .to_string(),
+    )?;
+    let text = format!(
+        "[panther]\nurl = \"{}\"\napi_key = \"{key}\"\napi = \"{transport}\"\nrequests_per_second = {rps}\n\
+         timeout = \"30s\"\n[poll]\nlookback = \"3h\"\n\
+         [[tables]]\nname = \"intel\"\npath = \"intel.jsonl\"\nformat = \"anomali\"\n\
+         [[triage.rules]]\nname = \"known bad\"\nmin_confidence = 80\nverdict = \"malicious\"\n",
+        server.url()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &text)?;
+    let cfg = Config::from_toml(&path, &text, Vec::new())?;
+    let p = tokio::task::block_in_place(|| crate::app::build(cfg, false))?;
+    fake.set_latency(latency);
+    let started = Instant::now();
+    let report = p.drain().await.context("the drain failed")?;
+    let elapsed = started.elapsed();
+    let calls = fake.requests().len() as u64;
+    server.shutdown().await.ok();
+    Ok(ApiFigures {
+        transport: transport.to_owned(),
+        alerts,
+        triaged: report.process.triaged,
+        comments: report.process.comments_posted,
+        calls,
+        elapsed,
+        rps,
+    })
+}
