@@ -646,3 +646,17 @@ async fn the_connection_check_answers_and_a_wrong_key_is_named(api: Api) {
 }
 
 both_transports!(the_connection_check_answers_and_a_wrong_key_is_named);
+
+async fn a_backlog_bigger_than_a_tick_is_listed_once_not_from_the_start_each_tick(api: Api) {
+    let env = Env::new(api).await;
+    for i in 0..200 {
+        env.fake.add_alert(alert(&format!("k{i:03}"), ago(200 - i), "Okta.X", &format!("t{i}")), ip_event("10.0.0.1"));
+    }
+    let p = env.pipeline("[poll]\nmax_alerts_per_tick = 50\n");
+    let r = p.drain().await.unwrap();
+    assert_eq!((r.poll.new, r.process.triaged), (200, 200), "{r:?}");
+    // Four pages of 50, each read once: a tick resumes where the bound stopped the last one.
+    assert_eq!(env.calls(Call::ListAlerts).len(), 4);
+}
+
+both_transports!(a_backlog_bigger_than_a_tick_is_listed_once_not_from_the_start_each_tick);
