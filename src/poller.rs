@@ -176,7 +176,13 @@ impl<A: PantherApi> Pipeline<A> {
                     q = fresh_query.clone();
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if e.retry_later() && q.cursor.is_some() {
+                        // Keep the place: the next tick goes on from it rather than from the start.
+                        *self.resume.lock().unwrap_or_else(|e| e.into_inner()) = Some(q.clone());
+                    }
+                    return Err(e.into());
+                }
             };
             r.pages += 1;
             r.listed += page.alerts.len() as u64;
@@ -241,7 +247,7 @@ impl<A: PantherApi> Pipeline<A> {
                     r.deferred += 1;
                     break;
                 }
-                Err(PipelineError::Api(err)) if err.transient() || err.outcome_unknown() => {
+                Err(PipelineError::Api(err)) if err.retry_later() || err.outcome_unknown() => {
                     warn!(alert_id = %e.id, stage = "process", outcome = "deferred", error = %err, "Panther is not answering; the alert waits for the next tick");
                     self.ledger.note_attempt(&e.id, &err.to_string())?;
                     r.deferred += 1;
@@ -449,6 +455,7 @@ impl<A: PantherApi> Pipeline<A> {
     async fn investigate(&self, e: &Entry, prefetched: Option<EventPage>) -> Result<Work, PipelineError> {
         let es = &self.cfg.enrich;
         let max = es.max_events as usize;
+        let mut from_page = prefetched.as_ref().is_some_and(|p| p.next.is_some());
         let (mut raw, mut cursor, mut read_more) = match prefetched {
             Some(p) => {
                 let more = p.next.is_some();
@@ -468,8 +475,18 @@ impl<A: PantherApi> Pipeline<A> {
                 break;
             }
             let want = es.events_per_alert.min((max - raw.len()) as u32);
-            let page = self.api.list_events(&e.id, want, cursor.as_deref()).await?;
+            let page = match self.api.list_events(&e.id, want, cursor.as_deref()).await {
+                Ok(page) => page,
+                // A cursor that came with the page ticks ago may have expired: read from the start.
+                Err(err) if from_page && !err.retry_later() && !err.outcome_unknown() => {
+                    warn!(stage = "enrich", error = %err, "the events cursor that came with the alert was refused; reading its events again");
+                    (raw, cursor, from_page) = (Vec::new(), None, false);
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
             raw.extend(page.events);
+            from_page = false;
             read_more = page.next.is_some();
             cursor = page.next;
         }

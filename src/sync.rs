@@ -50,7 +50,7 @@ impl<A: PantherApi> Pipeline<A> {
                     None => return Err(e.into()),
                 }
             }
-            Err(e) => return self.refused(w, e),
+            Err(e) => return self.refused(w, e, r),
         };
         info!(stage = "sync", outcome = "commented", comment_id = %posted.id, "comment posted");
         self.ledger.finish_write(w.id, WriteState::Done, Some(&posted.id), None)?;
@@ -128,7 +128,7 @@ impl<A: PantherApi> Pipeline<A> {
                     continue;
                 }
                 Err(e) => {
-                    self.refused(w, e)?;
+                    self.refused(w, e, r)?;
                     continue;
                 }
             };
@@ -148,10 +148,11 @@ impl<A: PantherApi> Pipeline<A> {
 
     /// A write Panther refuses for good (4xx other than 429) is recorded failed and logged; a
     /// transient failure goes back to the caller, and the write stays an intent.
-    fn refused(&self, w: &Write, e: ApiError) -> Result<(), PipelineError> {
+    fn refused(&self, w: &Write, e: ApiError, r: &mut ProcessReport) -> Result<(), PipelineError> {
         if e.retry_later() {
             return Err(e.into());
         }
+        r.failed += 1;
         error!(alert_id = %w.alert_id, stage = "sync", outcome = "refused", error = %e, "Panther refused our write");
         self.ledger.finish_write(w.id, WriteState::Failed, None, Some(&e.to_string()))?;
         self.ledger.set_stage(&w.alert_id, crate::ledger::Stage::Failed, Some(&e.to_string()))?;

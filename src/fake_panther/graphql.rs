@@ -33,11 +33,13 @@
 //!
 //! # Each root field on its own
 //! apollo-compiler, like graphql-js, stops executing an operation's root fields at the first one whose
-//! error nulls all of `data`, and every root field used here is non-null. Panther's batched
-//! mutations (several aliased `createAlertComment`) are meant to let one alias fail while the others
-//! go through, so the fake executes the operation once per root response key, in document order, the
-//! other root fields skipped each time, and merges the answers: every alias runs and every failure is
-//! reported under its alias; `data` is null if any of them failed, as GraphQL's null propagation says.
+//! error nulls all of `data`, and every root field used here is non-null. Panther does not document
+//! what its server does with a batch of aliased mutations when one fails, so the fake can do either
+//! ([`BatchSemantics`](super::BatchSemantics)): stop at the first failure (the default, as
+//! graphql-js does: later aliases never run and report nothing), or run every alias. Either way it
+//! executes the operation once per root response key, in document order, the other root fields
+//! skipped each time, and merges the answers; every failure is reported under its alias, and `data`
+//! is null if any of them failed, as GraphQL's null propagation says.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -206,8 +208,21 @@ fn run(
     let discovery = root(None);
     let first = execute(&discovery);
     let keys = discovery.seen.into_inner();
-    let answers =
-        if keys.is_empty() { vec![first] } else { keys.into_iter().map(|key| execute(&root(Some(key)))).collect() };
+    let answers = if keys.is_empty() {
+        vec![first]
+    } else {
+        let stop_at_failure = ctx.st.borrow().batch == super::BatchSemantics::StopAtFirstError;
+        let mut answers = Vec::new();
+        for key in keys {
+            let answer = execute(&root(Some(key)));
+            let failed = matches!(&answer, Ok(a) if a.data.is_none()) || answer.is_err();
+            answers.push(answer);
+            if failed && stop_at_failure {
+                break;
+            }
+        }
+        answers
+    };
 
     let mut data = Some(Map::new());
     let mut errors: Vec<Value> = Vec::new();

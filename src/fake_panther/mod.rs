@@ -72,7 +72,19 @@ struct State {
     faults: VecDeque<QueuedFault>,
     /// GraphQL root fields that fail, in the order queued ([`FakePanther::fail_field`]).
     field_faults: Vec<FieldFault>,
+    batch: BatchSemantics,
     latency: Duration,
+}
+
+/// What the GraphQL side does with an operation's later root fields once one has failed (Panther
+/// does not say; see `graphql`'s module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BatchSemantics {
+    /// graphql-js: the failure nulls `data`, and the fields after it never run.
+    #[default]
+    StopAtFirstError,
+    /// Every root field runs; each failure is reported under its own alias.
+    RunEveryField,
 }
 
 struct StoredAlert {
@@ -354,6 +366,11 @@ impl FakePanther {
         if times > 0 {
             self.lock().field_faults.push(FieldFault { field: field.to_owned(), code: code.to_owned(), left: times });
         }
+    }
+
+    /// Chooses what a GraphQL operation does after a root field fails ([`BatchSemantics`]).
+    pub fn set_batch_semantics(&self, batch: BatchSemantics) {
+        self.lock().batch = batch;
     }
 
     /// Every request received so far, in arrival order, including refused ones.

@@ -838,7 +838,15 @@ async fn graphql_batched_comments_each_run_and_fail_alone() {
     assert_eq!(rest_bodies(&page), ["one", "<b>two</b>"]);
     assert_eq!(page["results"][0]["id"], first["id"]);
 
-    // The first alias is throttled and does nothing; the second still runs.
+    // The first alias is throttled and does nothing; by default (graphql-js) the second never runs.
+    fake.fail_field("createAlertComment", "THROTTLED", 1);
+    let (_, answer) = graphql(&client, &base, TWO_COMMENTS, json!({"alert": "a0"})).await;
+    assert_eq!(error_codes(&answer), ["THROTTLED"], "{answer}");
+    assert_eq!(answer["data"], Value::Null);
+    assert_eq!(fake.comments("a0").len(), 2, "nothing ran past the failure");
+
+    // Run every field: the second still runs.
+    fake.set_batch_semantics(super::BatchSemantics::RunEveryField);
     fake.fail_field("createAlertComment", "THROTTLED", 1);
     let (status, answer) = graphql(&client, &base, TWO_COMMENTS, json!({"alert": "a0"})).await;
     assert_eq!(status, 200);

@@ -325,6 +325,10 @@ pub enum ApiError {
     Decode { op: Op, detail: String },
     #[error("{op}: the API key was refused (HTTP {status}); check panther.api_key and its permissions")]
     Unauthorized { op: Op, status: u16 },
+    /// Panther refused the request as a whole (a GraphQL document that does not validate against its
+    /// schema): the daemon and this Panther disagree, and no alert is to blame.
+    #[error("{op}: Panther refused the request itself ({message}); this version of panther-triage and this Panther's API disagree: the alerts wait; upgrade panther-triage, or set panther.api = \"rest\"")]
+    Incompatible { op: Op, message: String },
 }
 
 impl ApiError {
@@ -341,7 +345,7 @@ impl ApiError {
         match self {
             ApiError::Timeout { .. } | ApiError::Transport { .. } | ApiError::Decode { .. } => true,
             ApiError::Status { status, .. } => *status >= 500,
-            ApiError::Connect { .. } | ApiError::Unauthorized { .. } => false,
+            ApiError::Connect { .. } | ApiError::Unauthorized { .. } | ApiError::Incompatible { .. } => false,
         }
     }
 
@@ -350,16 +354,17 @@ impl ApiError {
     pub fn transient(&self) -> bool {
         match self {
             ApiError::Status { status, .. } => *status == 429 || *status >= 500,
-            ApiError::Unauthorized { .. } => false,
+            ApiError::Unauthorized { .. } | ApiError::Incompatible { .. } => false,
             ApiError::Decode { .. } => false,
             _ => true,
         }
     }
 
     /// Whether work should stop and be tried later rather than be marked failed: Panther's bad
-    /// minute, or a key that lacks a permission (fixing it must let every alert through).
+    /// minute, a key that lacks a permission, or a request Panther refuses whatever the alert (fixing
+    /// the key or upgrading must let every alert through).
     pub fn retry_later(&self) -> bool {
-        self.transient() || matches!(self, ApiError::Unauthorized { .. })
+        self.transient() || matches!(self, ApiError::Unauthorized { .. } | ApiError::Incompatible { .. })
     }
 }
 

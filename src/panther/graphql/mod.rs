@@ -115,9 +115,14 @@ fn error_from(op: Op, e: &GqlError) -> ApiError {
     let status = match e.code() {
         "UNAUTHENTICATED" => return ApiError::Unauthorized { op, status: 401 },
         "FORBIDDEN" => return ApiError::Unauthorized { op, status: 403 },
+        // The document itself, or a variable of it, refused: not one alert's fault.
+        "BAD_REQUEST" | "GRAPHQL_VALIDATION_FAILED" | "GRAPHQL_PARSE_FAILED" | "OPERATION_RESOLUTION_FAILURE" => {
+            return ApiError::Incompatible { op, message }
+        }
+        "BAD_USER_INPUT" if e.root().is_none() => return ApiError::Incompatible { op, message },
         "THROTTLED" | "RATE_LIMITED" | "TOO_MANY_REQUESTS" => 429,
         "NOT_FOUND" => 404,
-        "BAD_USER_INPUT" | "BAD_REQUEST" | "GRAPHQL_VALIDATION_FAILED" | "GRAPHQL_PARSE_FAILED" => 400,
+        "BAD_USER_INPUT" => 400,
         _ => 500,
     };
     ApiError::Status { op, status, message }
@@ -194,26 +199,50 @@ impl GraphqlClient {
 
     async fn request(&self, op: Op, query: &str, variables: Value) -> Result<Response, ApiError> {
         let body = json!({ "query": without_comments(query), "variables": variables });
-        let bytes = self.rest.call(op, Method::POST, self.endpoint.clone(), &[], Some(&body)).await?;
+        let bytes = match self.rest.call(op, Method::POST, self.endpoint.clone(), &[], Some(&body)).await {
+            Ok(b) => b,
+            // A 4xx for the request as a whole (a validation failure, an endpoint that is not there)
+            // says the daemon's document and this Panther disagree, not that an alert is bad.
+            Err(ApiError::Status { status, message, .. }) if (400..500).contains(&status) && status != 429 => {
+                return Err(ApiError::Incompatible { op, message: format!("HTTP {status}: {message}") })
+            }
+            Err(e) => return Err(e),
+        };
         serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::Decode { op, detail: format!("not a GraphQL response: {e}") })
     }
 
-    /// The value of the one root field `field`, or the error that stands in its place.
-    async fn field(&self, op: Op, query: &str, variables: Value, field: &str) -> Result<Value, ApiError> {
-        let mut resp = self.request(op, query, variables).await?;
-        let value = resp.data.as_mut().and_then(|d| d.remove(field)).unwrap_or(Value::Null);
-        if value.is_null() {
-            return Err(match resp.errors.first() {
+    /// The value of the one root field `field`, or the error that stands in its place, with the
+    /// errors of nested fields that failed. A transient GraphQL error (`THROTTLED`, an internal
+    /// error) on a read or an idempotent write is retried per `panther.max_retries`, as the REST
+    /// client retries a 429 or a 5xx (HTTP-level failures are retried below, in `call`).
+    async fn field(
+        &self,
+        op: Op,
+        query: &str,
+        variables: Value,
+        field: &str,
+    ) -> Result<(Value, Vec<GqlError>), ApiError> {
+        let mut delays = self.s.retry.delays();
+        loop {
+            let mut resp = self.request(op, query, variables.clone()).await?;
+            let value = resp.data.as_mut().and_then(|d| d.remove(field)).unwrap_or(Value::Null);
+            if !value.is_null() {
+                for e in &resp.errors {
+                    // A nested field failed (an alert's events, say): what came is used, the rest read later.
+                    tracing::warn!(operation = op.as_str(), error = %error_from(op, e), "Panther answered in part");
+                }
+                return Ok((value, resp.errors));
+            }
+            let err = match resp.errors.first() {
                 Some(e) => error_from(op, e),
-                None => ApiError::Decode { op, detail: format!("no `{field}` in the answer") },
-            });
+                None => return Err(ApiError::Decode { op, detail: format!("no `{field}` in the answer") }),
+            };
+            let wait = if op.idempotent() && err.transient() { delays.next() } else { None };
+            let Some(wait) = wait else { return Err(err) };
+            tracing::warn!(operation = op.as_str(), error = %err, wait = %humantime::format_duration(wait), "retrying");
+            tokio::time::sleep(wait).await;
         }
-        for e in &resp.errors {
-            // A nested field failed (an alert's events, say): what came is used, the rest read later.
-            tracing::warn!(operation = op.as_str(), error = %error_from(op, e), "Panther answered in part");
-        }
-        Ok(value)
     }
 
     /// Sends one batch, retrying only the aliases Panther throttled. Returns one result per comment.
@@ -342,7 +371,7 @@ impl PantherApi for GraphqlClient {
             input["cursor"] = json!(c);
         }
         let vars = json!({ "input": input, "events": { "pageSize": self.s.events_per_alert.clamp(1, PAGE_LIMIT) } });
-        let alerts = self.field(op, LIST_ALERTS, vars, "alerts").await?;
+        let (alerts, _) = self.field(op, LIST_ALERTS, vars, "alerts").await?;
         #[derive(Deserialize)]
         struct Page {
             edges: Vec<NodeEdge>,
@@ -381,7 +410,7 @@ impl PantherApi for GraphqlClient {
 
     async fn get_alert(&self, id: &str) -> Result<Alert, ApiError> {
         let op = Op::GetAlert;
-        let v = self.field(op, GET_ALERT, json!({ "id": id }), "alert").await?;
+        let (v, _) = self.field(op, GET_ALERT, json!({ "id": id }), "alert").await?;
         let obj = match v {
             Value::Object(o) => o,
             _ => return Err(ApiError::Decode { op, detail: "`alert` is not an object".into() }),
@@ -395,10 +424,14 @@ impl PantherApi for GraphqlClient {
         if let Some(c) = cursor {
             input["cursor"] = json!(c);
         }
-        let alert = self.field(op, ALERT_EVENTS, json!({ "id": alert_id, "input": input }), "alert").await?;
+        let (alert, errors) = self.field(op, ALERT_EVENTS, json!({ "id": alert_id, "input": input }), "alert").await?;
         match alert.get("events") {
             Some(v) if !v.is_null() => event_page(op, v.clone()),
-            _ => Err(ApiError::Decode { op, detail: "the alert's `events` is missing".into() }),
+            // The events failed on their own: their error, read for what it is.
+            _ => Err(match errors.iter().find(|e| e.path.iter().any(|p| p == "events")) {
+                Some(e) => error_from(op, e),
+                None => ApiError::Decode { op, detail: "the alert's `events` is missing".into() },
+            }),
         }
     }
 
@@ -461,7 +494,7 @@ impl PantherApi for GraphqlClient {
     }
 
     async fn ping(&self) -> Result<String, ApiError> {
-        let v = self.field(Op::Ping, PANTHER_VERSION, json!({}), "generalSettings").await?;
+        let (v, _) = self.field(Op::Ping, PANTHER_VERSION, json!({}), "generalSettings").await?;
         let version = v.get("pantherVersion").and_then(|v| v.as_str()).unwrap_or("(version not shown)");
         Ok(format!("Panther {version}"))
     }
@@ -497,7 +530,10 @@ mod tests {
         assert!(!error_from(op, &e("THROTTLED")).outcome_unknown());
         assert!(matches!(error_from(op, &e("FORBIDDEN")), ApiError::Unauthorized { .. }));
         assert_eq!(error_from(op, &e("NOT_FOUND")).status(), Some(404));
-        assert!(!error_from(op, &e("GRAPHQL_VALIDATION_FAILED")).transient());
+        // A refused document is nobody's alert's fault: the work waits, nothing is marked failed.
+        let refused = error_from(op, &e("GRAPHQL_VALIDATION_FAILED"));
+        assert!(matches!(refused, ApiError::Incompatible { .. }) && refused.retry_later() && !refused.transient());
+        assert_eq!(error_from(op, &e("BAD_USER_INPUT")).status(), Some(400), "one alias's input");
         // An unknown code: the write may have happened, so the daemon looks before writing again.
         assert!(error_from(op, &e("SOMETHING_NEW")).outcome_unknown());
     }
