@@ -9,6 +9,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY fixtures ./fixtures
+COPY schema ./schema
 RUN cargo build --release --locked --bin panther-triage
 
 FROM debian:bookworm-slim

@@ -67,6 +67,9 @@ pub struct DemoArgs {
     /// Keep the demo's state and files in this directory instead of a temporary one.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// The transport to drive the fake with.
+    #[arg(long, default_value = "rest", value_parser = ["rest", "graphql"])]
+    pub api: String,
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {
@@ -242,7 +245,7 @@ pub fn demo(a: DemoArgs) -> anyhow::Result<()> {
         }
     };
     let rt = runtime()?;
-    rt.block_on(demo_in(&dir))
+    rt.block_on(demo_in(&dir, &a.api))
 }
 
 const DEMO_KEY: &str = "demo-api-key";
@@ -272,7 +275,7 @@ pub fn demo_seed(now: chrono::DateTime<Utc>) -> anyhow::Result<String> {
     Ok(out)
 }
 
-async fn demo_in(dir: &Path) -> anyhow::Result<()> {
+async fn demo_in(dir: &Path, api: &str) -> anyhow::Result<()> {
     let seed = dir.join("fake-panther-alerts.jsonl");
     std::fs::write(&seed, demo_seed(Utc::now())?)?;
     std::fs::write(dir.join("anomali.jsonl"), DEMO_TABLE)?;
@@ -281,7 +284,11 @@ async fn demo_in(dir: &Path) -> anyhow::Result<()> {
     fake.add_user("u-oncall", "oncall@acme.example");
     let server = fake.spawn().await.context("cannot start the fake Panther on loopback")?;
     let config_path = dir.join("config.toml");
-    let text = DEMO_CONFIG.replace("http://127.0.0.1:1", &server.url());
+    let text = DEMO_CONFIG.replace("http://127.0.0.1:1", &server.url()).replacen(
+        "[panther]\n",
+        &format!("[panther]\napi = \"{api}\"\n"),
+        1,
+    );
     std::fs::write(&config_path, &text)?;
     let cfg = Config::from_toml(&config_path, &text, Vec::new())?;
     init_logging(&cfg);

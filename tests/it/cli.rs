@@ -175,3 +175,37 @@ fn bench_prints_figures_and_ratios_on_a_small_run() {
         assert!(stdout.contains(head), "{head} missing: {stdout}");
     }
 }
+
+#[test]
+fn the_container_build_copies_every_file_the_code_embeds() {
+    // include_str!/include_bytes! paths, resolved from each source file: the Dockerfile's build stage
+    // must COPY their top-level folder, or `docker build` fails where `cargo build` works.
+    let dockerfile = std::fs::read_to_string(crate::repo().join("Dockerfile")).unwrap();
+    let mut stack = vec![crate::repo().join("src")];
+    let mut checked = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let embeds = ["include_str!(\"", "include_bytes!(\""].into_iter().flat_map(|m| text.split(m).skip(1));
+            for part in embeds {
+                let Some(rel) = part.split('"').next() else { continue };
+                let target = path.parent().unwrap().join(rel);
+                let Ok(target) = target.canonicalize() else { continue };
+                let Ok(inside) = target.strip_prefix(crate::repo().canonicalize().unwrap()) else { continue };
+                let top = inside.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+                assert!(
+                    dockerfile.contains(&format!("COPY {top} ./{top}")),
+                    "{} embeds {rel}: the Dockerfile must COPY {top}",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 5, "found the embedded files");
+}

@@ -506,14 +506,19 @@ async fn bad_config_exits_2_naming_the_key() {
 
 #[test]
 fn the_demo_runs_and_prints_a_summary_and_the_first_comment() {
-    let out = crate::run(crate::bin().arg("demo").env_remove("RUST_LOG"));
-    let stdout = crate::text(&out.stdout);
-    assert!(out.status.success(), "{}", crate::text(&out.stderr));
-    assert!(
-        stdout.contains("malicious") && stdout.contains("filtered 2") && stdout.contains("duplicates 2"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("first comment posted") && stdout.contains("<!-- panther-triage:"), "{stdout}");
+    let mut summaries = Vec::new();
+    for api in ["rest", "graphql"] {
+        let out = crate::run(crate::bin().args(["demo", "--api", api]).env_remove("RUST_LOG"));
+        let stdout = crate::text(&out.stdout);
+        assert!(out.status.success(), "{api}: {}", crate::text(&out.stderr));
+        assert!(
+            stdout.contains("malicious") && stdout.contains("filtered 2") && stdout.contains("duplicates 2"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("first comment posted") && stdout.contains("<!-- panther-triage:"), "{stdout}");
+        summaries.push(stdout.lines().find(|l| l.starts_with("listed")).unwrap_or_default().to_owned());
+    }
+    assert_eq!(summaries[0], summaries[1], "both transports do the same work");
 }
 
 async fn the_daemon_loop_triages_new_alerts_each_interval_and_stops_on_its_signal(api: Api) {
