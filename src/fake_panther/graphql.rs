@@ -519,6 +519,11 @@ impl ObjectValue for Object<'_, '_> {
     fn resolve_field<'a>(&'a self, info: &'a ResolveInfo<'a>) -> Result<ResolvedValue<'a>, FieldError> {
         let field = info.field_name();
         let value = match (self.type_name(), field) {
+            ("Alert", "title")
+                if self.ctx.st.borrow().unrenderable.contains(self.json["id"].as_str().unwrap_or("")) =>
+            {
+                return Err(Failure::new("INTERNAL_SERVER_ERROR", "cannot render this alert's title (injected)").into())
+            }
             ("Alert", "events") => {
                 let args = serde_json::to_value(info.arguments()).unwrap_or_default();
                 let id = self.json.get("id").and_then(Value::as_str).unwrap_or_default();

@@ -73,6 +73,8 @@ struct State {
     /// GraphQL root fields that fail, in the order queued ([`FakePanther::fail_field`]).
     field_faults: Vec<FieldFault>,
     batch: BatchSemantics,
+    /// Alerts whose GraphQL `title` fails ([`FakePanther::break_graphql_alert`]).
+    unrenderable: std::collections::HashSet<String>,
     latency: Duration,
 }
 
@@ -366,6 +368,13 @@ impl FakePanther {
         if times > 0 {
             self.lock().field_faults.push(FieldFault { field: field.to_owned(), code: code.to_owned(), left: times });
         }
+    }
+
+    /// Makes the alert's `title` fail under GraphQL (REST still answers it): `Alert.title` is
+    /// non-null, so the error takes the whole `alerts` page with it, as one alert Panther cannot
+    /// render would.
+    pub fn break_graphql_alert(&self, alert_id: &str) {
+        self.lock().unrenderable.insert(alert_id.to_owned());
     }
 
     /// Chooses what a GraphQL operation does after a root field fails ([`BatchSemantics`]).

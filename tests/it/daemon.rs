@@ -702,3 +702,40 @@ async fn a_backlog_bigger_than_a_tick_is_listed_once_not_from_the_start_each_tic
 }
 
 both_transports!(a_backlog_bigger_than_a_tick_is_listed_once_not_from_the_start_each_tick);
+
+async fn assign_to_a_user_id_needs_no_lookup(api: Api) {
+    let env = Env::new(api).await;
+    env.fake.add_alert(alert("a1", ago(5), "Okta.X", "t"), ip_event("198.51.100.7"));
+    let p = env.pipeline("assign_to = \"u-oncall\"\n");
+    p.drain().await.unwrap();
+    assert_eq!(env.fake.alert("a1").unwrap()["assignee"]["id"], "u-oncall");
+    assert_eq!(env.calls(Call::FindUser).len(), 0);
+    if api == Api::Graphql {
+        let by_id = env
+            .fake
+            .requests()
+            .iter()
+            .filter(|r| r.body.as_deref().is_some_and(|b| operation_is(b, "AssignAlertsById")))
+            .count();
+        assert_eq!(by_id, 1);
+    }
+}
+
+both_transports!(assign_to_a_user_id_needs_no_lookup);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_graphql_cannot_render_does_not_hide_its_page() {
+    let env = Env::new(Api::Graphql).await;
+    for i in 0..3 {
+        env.fake.add_alert(alert(&format!("p{i}"), ago(10 - i), "Okta.X", &format!("t{i}")), ip_event("10.0.0.1"));
+    }
+    env.fake.break_graphql_alert("p1");
+    let p = env.pipeline("");
+    let r = p.drain().await.unwrap();
+    assert_eq!(r.poll.new, 3, "{r:?}");
+    for i in 0..3 {
+        assert_eq!(env.comment_count(&format!("p{i}")), 1, "alert p{i}");
+    }
+    let over_rest = env.fake.requests().iter().filter(|r| r.route() == Some(Route::ListAlerts)).count();
+    assert!(over_rest > 0, "the window was read over REST");
+}

@@ -183,6 +183,10 @@ fn without_comments(doc: &str) -> String {
     doc.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n")
 }
 
+/// Marks a cursor of a page read over REST (the fallback of [`GraphqlClient::rest_alerts`]), so the
+/// next page is read over REST too: the two APIs' cursors are not interchangeable.
+const REST_CURSOR: &str = "rest:";
+
 /// The alias of the `i`th comment of a batch.
 fn alias(i: usize) -> String {
     format!("c{i}")
@@ -195,6 +199,14 @@ impl GraphqlClient {
         let endpoint = rest.url(&["public", "graphql"]);
         let comment_batch = s.comment_batch.clamp(1, MAX_COMMENT_BATCH);
         GraphqlClient { rest, endpoint, s: GraphqlSettings { comment_batch, ..s } }
+    }
+
+    /// A page of alerts over REST, its cursor marked [`REST_CURSOR`].
+    async fn rest_alerts(&self, q: &AlertQuery) -> Result<AlertPage, ApiError> {
+        let cursor = q.cursor.as_deref().map(|c| c.trim_start_matches(REST_CURSOR).to_owned());
+        let mut page = self.rest.list_alerts(&AlertQuery { cursor, ..q.clone() }).await?;
+        page.next = page.next.map(|n| format!("{REST_CURSOR}{n}"));
+        Ok(page)
     }
 
     async fn request(&self, op: Op, query: &str, variables: Value) -> Result<Response, ApiError> {
@@ -354,6 +366,9 @@ fn event_page(op: Op, v: Value) -> Result<EventPage, ApiError> {
 impl PantherApi for GraphqlClient {
     async fn list_alerts(&self, q: &AlertQuery) -> Result<AlertPage, ApiError> {
         let op = Op::ListAlerts;
+        if q.cursor.as_deref().is_some_and(|c| c.starts_with(REST_CURSOR)) {
+            return self.rest_alerts(q).await;
+        }
         let mut input = json!({
             "createdAtAfter": format_time(q.created_after),
             "createdAtBefore": format_time(q.created_before),
@@ -371,7 +386,18 @@ impl PantherApi for GraphqlClient {
             input["cursor"] = json!(c);
         }
         let vars = json!({ "input": input, "events": { "pageSize": self.s.events_per_alert.clamp(1, PAGE_LIMIT) } });
-        let (alerts, _) = self.field(op, LIST_ALERTS, vars, "alerts").await?;
+        let alerts = match self.field(op, LIST_ALERTS, vars, "alerts").await {
+            Ok((alerts, _)) => alerts,
+            // One alert Panther cannot render takes the whole page with it (every field on the way
+            // is non-null): this window is read over REST instead, which reports that alert alone.
+            Err(e)
+                if (!e.retry_later() && !e.outcome_unknown()) || matches!(&e, ApiError::Status { status: 500, .. }) =>
+            {
+                tracing::warn!(operation = op.as_str(), error = %e, "a GraphQL page of alerts failed; reading the window over REST");
+                return self.rest_alerts(&AlertQuery { cursor: None, ..q.clone() }).await;
+            }
+            Err(e) => return Err(e),
+        };
         #[derive(Deserialize)]
         struct Page {
             edges: Vec<NodeEdge>,
