@@ -101,7 +101,8 @@ pub fn build(cfg: Config, dry_run: bool) -> anyhow::Result<Pipeline<Client>> {
     for t in &loaded {
         tracing::info!(table = t.name(), summary = %t.report.summary(&t.spec), "table loaded");
     }
-    Ok(Pipeline::new(client(&cfg)?, ledger, Arc::new(cfg), Arc::new(loaded), dry_run))
+    let tables = Arc::new(tables::TableSet::new(loaded));
+    Ok(Pipeline::new(client(&cfg)?, ledger, Arc::new(cfg), tables, dry_run))
 }
 
 /// The Panther client `panther.api` asks for.
@@ -172,13 +173,116 @@ pub fn triage(a: TriageArgs) -> anyhow::Result<()> {
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let (rt, p) = start(&a.config.config, false)?;
+    rt.block_on(async {
+        let listeners = Listeners::bind(p.config()).await?;
+        daemon(Arc::new(p), listeners, shutdown_signal()).await
+    })
+}
+
+/// The daemon's listening sockets, bound before anything else starts so that a taken or wrong
+/// address fails the start at once.
+pub struct Listeners {
+    pub server: Option<tokio::net::TcpListener>,
+    pub webhook: Option<tokio::net::TcpListener>,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &Config) -> anyhow::Result<Listeners> {
+        async fn bind(
+            key: &str,
+            addr: Option<std::net::SocketAddr>,
+        ) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+            match addr {
+                None => Ok(None),
+                Some(a) => tokio::net::TcpListener::bind(a)
+                    .await
+                    .map(Some)
+                    .with_context(|| format!("cannot listen on {a} ({key}); is another process using it?")),
+            }
+        }
+        Ok(Listeners {
+            server: bind("server.listen", cfg.server_listen).await?,
+            webhook: bind("webhook.listen", cfg.webhook.as_ref().map(|w| w.listen)).await?,
+        })
+    }
+}
+
+/// Tells systemd (`Type=notify`) how the daemon is doing; a no-op outside systemd.
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(&[state]) {
+        tracing::warn!(stage = "systemd", error = %e, "cannot notify systemd");
+    }
+}
+
+/// Everything `run` does: the health and metrics server, the webhook receiver, table refresh
+/// (and SIGHUP), the poll loop, and systemd's notifications, until `shutdown` resolves.
+pub async fn daemon(
+    p: Arc<Pipeline<Client>>,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let cfg = p.config();
     tracing::info!(stage = "start", version = env!("CARGO_PKG_VERSION"), "panther-triage running");
+    let metrics = crate::metrics::install().context("cannot start the metrics recorder")?;
+    p.tables().publish_metrics();
+    let health = Arc::new(crate::health::Health::new(cfg.poll.interval));
+    health.set_ledger_open(true);
+    health.set_tables_loaded(true);
+    // Every helper task stops when this flips.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    if let Some(l) = listeners.server {
+        tracing::info!(stage = "start", listen = %l.local_addr()?, "health and metrics at /healthz, /readyz, /metrics");
+        tokio::spawn(crate::server::serve(l, health.clone(), metrics, stopped()));
+    }
+    if let (Some(l), Some(w)) = (listeners.webhook, &cfg.webhook) {
+        tracing::info!(stage = "start", listen = %l.local_addr()?, "Panther Custom Webhook deliveries at POST /webhook");
+        tokio::spawn(crate::webhook::serve(l, crate::webhook::router(p.clone(), w), stopped()));
+    }
+    let (hup_tx, hup_rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(tables::refresh_loop(p.tables().clone(), Duration::from_secs(5), hup_rx, stopped()));
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+        let stop = stopped();
+        tokio::spawn(async move {
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    Some(()) = hup.recv() => {
+                        tracing::info!(stage = "tables", "SIGHUP: reloading every table");
+                        let _ = hup_tx.try_send(());
+                    }
+                }
+            }
+        });
+    }
     // Say at once whether the URL and key work; a failure is logged, not fatal: the loop retries.
-    match rt.block_on(p.api.ping()) {
+    match p.api.ping().await {
         Ok(said) => tracing::info!(stage = "start", panther = %said, "connected to Panther"),
         Err(e) => tracing::error!(stage = "start", error = %e, "cannot use Panther yet; polling will keep trying"),
     }
-    rt.block_on(p.run(shutdown_signal(), SHUTDOWN_GRACE));
+    notify_systemd(sd_notify::NotifyState::Ready);
+    let shutdown = async {
+        shutdown.await;
+        notify_systemd(sd_notify::NotifyState::Stopping);
+    };
+    let after_tick = |r: &Result<TickReport, crate::poller::PipelineError>| match r {
+        Ok(_) => {
+            health.poll_succeeded();
+            notify_systemd(sd_notify::NotifyState::Watchdog);
+        }
+        Err(e) => health.poll_failed(&e.to_string()),
+    };
+    p.run_with(shutdown, SHUTDOWN_GRACE, after_tick).await;
+    let _ = stop_tx.send(true);
     tracing::info!(stage = "shutdown", "stopped");
     Ok(())
 }

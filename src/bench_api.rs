@@ -4,7 +4,8 @@
 //! the client's rate limit set (`panther.requests_per_second`), once per transport. Printed per
 //! transport: API calls per triaged alert, alerts per second, and that rate as a share of the bound
 //! the rate limit sets (rate limit / calls per alert): the share shows whether the daemon keeps the
-//! budget Panther grants it busy, the calls per alert how big that budget must be.
+//! budget Panther grants it busy, the calls per alert how big that budget must be. Re-triage is off
+//! here: it is a separate, bounded budget (`retriage.max_per_tick` checks, one request each, a tick).
 
 use std::time::{Duration, Instant};
 
@@ -145,7 +146,7 @@ pub async fn drain_backlog(
     )?;
     let text = format!(
         "[panther]\nurl = \"{}\"\napi_key = \"{key}\"\napi = \"{transport}\"\nrequests_per_second = {rps}\n\
-         timeout = \"30s\"\n[poll]\nlookback = \"3h\"\n\
+         timeout = \"30s\"\n[poll]\nlookback = \"3h\"\n[retriage]\nmax_per_tick = 0\n\
          [[tables]]\nname = \"intel\"\npath = \"intel.jsonl\"\nformat = \"anomali\"\n\
          [[triage.rules]]\nname = \"known bad\"\nmin_confidence = 80\nverdict = \"malicious\"\n",
         server.url()

@@ -117,6 +117,7 @@ struct RawSync {
 #[serde(deny_unknown_fields, default)]
 struct RawRetriage {
     window: Option<String>,
+    max_per_tick: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -268,6 +269,8 @@ pub struct Config {
     pub rules: Vec<Rule>,
     pub sync: SyncSettings,
     pub retriage_window: Duration,
+    /// Triaged alerts re-checked for new events per tick (`retriage.max_per_tick`).
+    pub retriage_max_per_tick: usize,
     pub webhook: Option<WebhookSettings>,
     pub server_listen: Option<SocketAddr>,
     pub state_path: PathBuf,
@@ -453,6 +456,7 @@ impl Config {
         root.insert("sync".into(), Value::Table(t));
         let mut t = Table::new();
         t.insert("window".into(), d(self.retriage_window));
+        t.insert("max_per_tick".into(), Value::Integer(self.retriage_max_per_tick as i64));
         root.insert("retriage".into(), Value::Table(t));
         if let Some(w) = &self.webhook {
             let mut t = Table::new();
@@ -639,6 +643,14 @@ impl Checker {
         let sync = self.sync(raw.sync);
         let retriage_window =
             self.duration("retriage.window", raw.retriage.window.as_deref(), Duration::from_secs(24 * 3600));
+        let retriage_max_per_tick = raw.retriage.max_per_tick.unwrap_or(50) as usize;
+        if retriage_max_per_tick > 10_000 {
+            self.problem(
+                "retriage.max_per_tick",
+                Some(&retriage_max_per_tick.to_string()),
+                "must be at most 10000 (0 turns re-triage off); each check is one request",
+            );
+        }
         let webhook = raw.webhook.and_then(|w| self.webhook(w));
         let server_listen = raw.server.and_then(|s| {
             let v = s.listen.unwrap_or_else(|| "127.0.0.1:9464".into());
@@ -657,6 +669,7 @@ impl Checker {
             rules,
             sync,
             retriage_window,
+            retriage_max_per_tick,
             webhook,
             server_listen,
             state_path,

@@ -15,7 +15,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::panther::{format_time, parse_time, Alert};
 
 /// Schema changes, applied in order; `PRAGMA user_version` counts those applied.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE alerts (
     id            TEXT PRIMARY KEY,
     created_at    TEXT NOT NULL,     -- as Panther sent it
@@ -56,7 +57,15 @@ CREATE TABLE progress (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE alerts ADD COLUMN fetched INTEGER NOT NULL DEFAULT 1;  -- 0: known by ID only (a webhook delivery)
+ALTER TABLE alerts ADD COLUMN digest TEXT;          -- fingerprint of the verdict and matches last written
+ALTER TABLE alerts ADD COLUMN triaged_ms INTEGER;   -- when the verdict was last written (re-triage window)
+ALTER TABLE alerts ADD COLUMN checked_ms INTEGER;   -- when re-triage last looked for new events
+CREATE INDEX alerts_for_retriage ON alerts(stage, triaged_ms);
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -124,11 +133,19 @@ pub struct Entry {
     pub event_count: i64,
     pub original_id: Option<String>,
     pub attempts: i64,
+    /// False for an alert known by its ID only (a webhook delivery not yet read from Panther).
+    pub fetched: bool,
+    pub last_event_at: Option<String>,
+    pub digest: Option<String>,
+    /// The triage rule that decided the verdict written last.
+    pub rule: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteKind {
     Comment,
+    /// A new revision of our comment: the body replaces the one of the comment in `comment_id`.
+    CommentEdit,
     Status,
     Assignee,
 }
@@ -137,6 +154,7 @@ impl WriteKind {
     pub fn as_str(self) -> &'static str {
         match self {
             WriteKind::Comment => "comment",
+            WriteKind::CommentEdit => "comment_edit",
             WriteKind::Status => "status",
             WriteKind::Assignee => "assignee",
         }
@@ -146,6 +164,7 @@ impl WriteKind {
         match s {
             "status" => WriteKind::Status,
             "assignee" => WriteKind::Assignee,
+            "comment_edit" => WriteKind::CommentEdit,
             _ => WriteKind::Comment,
         }
     }
@@ -295,6 +314,7 @@ impl Ledger {
                      stage, event_count, last_event_at, first_seen, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?11)",
             )?;
+            let mut fill = tx.prepare_cached(FILL_STUB)?;
             let now = now();
             for a in alerts {
                 let n = ins.execute(params![
@@ -310,7 +330,9 @@ impl Ledger {
                     a.last_received_event_at,
                     now,
                 ])?;
-                fresh.push(n == 1);
+                // A webhook delivery known by its ID only is new to the poller too: its data arrives here.
+                let filled = n == 0 && fill_stub(&mut fill, a, &now)? == 1;
+                fresh.push(n == 1 || filled);
             }
         }
         if let Some(w) = watermark {
@@ -326,6 +348,124 @@ impl Ledger {
         }
         tx.commit()?;
         Ok(fresh)
+    }
+
+    /// Records an alert Panther pushed (Custom Webhook) by what the delivery says of it, to be read
+    /// from Panther before it is worked on. Durable when this returns. Returns whether it was new.
+    pub fn record_webhook(
+        &self,
+        id: &str,
+        created_at: &str,
+        detection_id: &str,
+        title: &str,
+        severity: &str,
+    ) -> Result<bool, LedgerError> {
+        let now = now();
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO alerts (id, created_at, created_ms, detection_id, title, severity, status, source,
+                 stage, fetched, first_seen, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, '', 'webhook', 'pending', 0, ?7, ?7)",
+            params![
+                id,
+                created_at,
+                parse_time(created_at).map(|t| t.timestamp_millis()),
+                detection_id,
+                title,
+                severity,
+                now
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Fills an alert known by its ID only with what Panther says of it.
+    pub fn fill(&self, a: &Alert) -> Result<(), LedgerError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(FILL_STUB)?;
+        fill_stub(&mut st, a, &now())?;
+        Ok(())
+    }
+
+    /// Alerts triaged since `since` (an original, not a duplicate, whose writes are all done), the
+    /// longest unchecked first: the ones re-triage looks at for new events.
+    pub fn retriage_due(&self, since: DateTime<Utc>, limit: usize) -> Result<Vec<Entry>, LedgerError> {
+        let conn = self.conn();
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT {ENTRY_COLUMNS} FROM alerts
+             WHERE stage = 'done' AND original_id IS NULL AND digest IS NOT NULL AND triaged_ms >= ?1
+             ORDER BY checked_ms IS NOT NULL, checked_ms, triaged_ms LIMIT ?2"
+        ))?;
+        let rows = st.query_map(params![since.timestamp_millis(), limit as i64], entry)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Notes that re-triage looked at the alert, and what it found of its events.
+    pub fn checked(&self, id: &str, event_count: i64, last_event_at: Option<&str>) -> Result<(), LedgerError> {
+        self.conn().execute(
+            "UPDATE alerts SET checked_ms = ?2, event_count = MAX(event_count, ?3),
+                 last_event_at = COALESCE(?4, last_event_at) WHERE id = ?1",
+            params![id, Utc::now().timestamp_millis(), event_count, last_event_at],
+        )?;
+        Ok(())
+    }
+
+    /// Records a new revision of a triaged alert (its events changed the verdict or the matches) and
+    /// the writes it owes, in one transaction; the alert goes back to `writing`. Returns false,
+    /// changing nothing, when the alert is no longer at `revision` and done (someone revised it).
+    pub fn revise(
+        &self,
+        id: &str,
+        revision: i64,
+        d: &Decided<'_>,
+        writes: &[(WriteKind, String, Option<String>)],
+    ) -> Result<bool, LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now();
+        let next = revision + 1;
+        let changed = tx.execute(
+            "UPDATE alerts SET stage = 'writing', verdict = ?2, rule = ?3, event_count = ?4, last_event_at = ?5,
+                 digest = ?6, triaged_ms = ?7, revision = ?8, updated_at = ?9
+             WHERE id = ?1 AND stage = 'done' AND revision = ?10",
+            params![
+                id,
+                d.verdict,
+                d.rule,
+                d.event_count,
+                d.last_event_at,
+                d.digest,
+                Utc::now().timestamp_millis(),
+                next,
+                now,
+                revision
+            ],
+        )?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        for (kind, payload, target) in writes {
+            tx.execute(
+                "INSERT OR IGNORE INTO writes (alert_id, kind, revision, payload, state, comment_id, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, 'intent', ?5, ?6, ?6)",
+                params![id, kind.as_str(), next, payload, target, now],
+            )?;
+        }
+        close_if_done(&tx, id, &now)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The ID of our comment on the alert (the last one posted), if any.
+    pub fn comment_id(&self, alert_id: &str) -> Result<Option<String>, LedgerError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT comment_id FROM writes WHERE alert_id = ?1 AND kind = 'comment' AND state = 'done'
+                   AND comment_id IS NOT NULL ORDER BY revision DESC, id DESC LIMIT 1",
+                params![alert_id],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
@@ -349,6 +489,17 @@ impl Ledger {
         ))?;
         let rows = st.query_map(params![limit as i64], entry)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How long the oldest alert still owed work has waited since Panther created it (the lag).
+    pub fn oldest_pending_age(&self) -> Result<Option<Duration>, LedgerError> {
+        let oldest: Option<i64> = self.conn().query_row(
+            "SELECT MIN(created_ms) FROM alerts WHERE stage IN ('pending', 'writing')",
+            [],
+            |r| r.get(0),
+        )?;
+        let now = Utc::now().timestamp_millis();
+        Ok(oldest.map(|ms| Duration::from_millis(now.saturating_sub(ms).max(0) as u64)))
     }
 
     /// Whether there is work left that [`unfinished`](Self::unfinished) would return.
@@ -404,10 +555,8 @@ impl Ledger {
     pub fn decide(
         &self,
         id: &str,
-        verdict: &str,
-        rule: Option<&str>,
+        d: &Decided<'_>,
         original_id: Option<&str>,
-        event_count: i64,
         writes: &[(WriteKind, String)],
     ) -> Result<bool, LedgerError> {
         let mut conn = self.conn();
@@ -416,8 +565,21 @@ impl Ledger {
         let revision = 1;
         let changed = tx.execute(
             "UPDATE alerts SET stage = 'writing', verdict = ?2, rule = ?3, original_id = ?4, event_count = ?5,
-                 revision = ?6, reason = NULL, updated_at = ?7 WHERE id = ?1 AND stage = 'pending'",
-            params![id, verdict, rule, original_id, event_count, revision, now],
+                 revision = ?6, reason = NULL, updated_at = ?7, last_event_at = COALESCE(?8, last_event_at),
+                 digest = ?9, triaged_ms = ?10
+             WHERE id = ?1 AND stage = 'pending'",
+            params![
+                id,
+                d.verdict,
+                d.rule,
+                original_id,
+                d.event_count,
+                revision,
+                now,
+                d.last_event_at,
+                d.digest,
+                Utc::now().timestamp_millis()
+            ],
         )?;
         if changed == 0 {
             return Ok(false);
@@ -520,6 +682,37 @@ impl Ledger {
     }
 }
 
+/// What triage decided for an alert, as the ledger keeps it.
+#[derive(Debug, Clone, Copy)]
+pub struct Decided<'a> {
+    pub verdict: &'a str,
+    pub rule: Option<&'a str>,
+    pub event_count: i64,
+    pub last_event_at: Option<&'a str>,
+    /// Fingerprint of the verdict and matches (re-triage compares it); `None` for a duplicate.
+    pub digest: Option<&'a str>,
+}
+
+const FILL_STUB: &str =
+    "UPDATE alerts SET created_at = ?2, created_ms = ?3, detection_id = ?4, title = ?5, severity = ?6,
+     status = ?7, event_count = ?8, last_event_at = ?9, fetched = 1, updated_at = ?10
+     WHERE id = ?1 AND fetched = 0";
+
+fn fill_stub(st: &mut rusqlite::CachedStatement<'_>, a: &Alert, now: &str) -> rusqlite::Result<usize> {
+    st.execute(params![
+        a.id,
+        a.created_at_raw,
+        a.created_at.map(|t| t.timestamp_millis()),
+        a.detection_id,
+        a.title,
+        a.severity_raw,
+        a.status_raw,
+        a.event_count,
+        a.last_received_event_at,
+        now,
+    ])
+}
+
 /// Moves a `writing` alert to `done` once none of its writes is an open intent.
 fn close_if_done(tx: &rusqlite::Transaction<'_>, alert_id: &str, now: &str) -> rusqlite::Result<()> {
     tx.execute(
@@ -532,7 +725,7 @@ fn close_if_done(tx: &rusqlite::Transaction<'_>, alert_id: &str, now: &str) -> r
 }
 
 const ENTRY_COLUMNS: &str = "id, created_at, detection_id, title, severity, status, stage, reason, verdict, revision,
-    event_count, original_id, attempts";
+    event_count, original_id, attempts, fetched, last_event_at, digest, rule";
 
 fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     let created_at: String = r.get(1)?;
@@ -551,12 +744,57 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
         event_count: r.get(10)?,
         original_id: r.get(11)?,
         attempts: r.get(12)?,
+        fetched: r.get::<_, i64>(13)? != 0,
+        last_event_at: r.get(14)?,
+        digest: r.get(15)?,
+        rule: r.get(16)?,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decided(verdict: &str, event_count: i64) -> Decided<'_> {
+        Decided { verdict, rule: None, event_count, last_event_at: None, digest: Some("d1") }
+    }
+
+    #[test]
+    fn a_webhook_delivery_is_a_stub_until_read_and_the_poller_fills_it_once() {
+        let l = Ledger::in_memory().unwrap();
+        assert!(l.record_webhook("w1", "2026-01-01T00:00:00Z", "Okta.X", "t", "HIGH").unwrap());
+        assert!(!l.record_webhook("w1", "2026-01-01T00:00:00Z", "Okta.X", "t", "HIGH").unwrap(), "idempotent");
+        let e = l.require("w1").unwrap();
+        assert!(!e.fetched && e.stage == Stage::Pending);
+        let mut a = alert("w1", "2026-01-01T00:00:00Z");
+        a.status_raw = "OPEN".into();
+        assert_eq!(l.record_page(std::slice::from_ref(&a), "poll", None).unwrap(), [true], "the poller fills it");
+        assert_eq!(l.record_page(&[a], "poll", None).unwrap(), [false], "once");
+        let e = l.require("w1").unwrap();
+        assert!(e.fetched);
+        assert_eq!(e.status, "OPEN");
+    }
+
+    #[test]
+    fn a_revision_reopens_a_done_alert_once_with_the_edit_it_owes() {
+        let l = Ledger::in_memory().unwrap();
+        l.record_page(&[alert("a", "2026-01-01T00:00:00Z")], "poll", None).unwrap();
+        l.decide("a", &decided("unknown", 1), None, &[(WriteKind::Comment, "v1".into())]).unwrap();
+        let w = l.writes("a").unwrap();
+        l.finish_write(w[0].id, WriteState::Done, Some("c9"), None).unwrap();
+        assert_eq!(l.comment_id("a").unwrap().as_deref(), Some("c9"));
+        let since = parse_time("2000-01-01T00:00:00Z").unwrap();
+        assert_eq!(l.retriage_due(since, 10).unwrap().len(), 1);
+        let d = Decided { digest: Some("d2"), ..decided("malicious", 2) };
+        let edit = [(WriteKind::CommentEdit, "v2".to_owned(), Some("c9".to_owned()))];
+        assert!(l.revise("a", 1, &d, &edit).unwrap());
+        assert!(!l.revise("a", 1, &d, &edit).unwrap(), "a second revision from the same one changes nothing");
+        let e = l.require("a").unwrap();
+        assert_eq!((e.stage, e.revision, e.verdict.as_deref()), (Stage::Writing, 2, Some("malicious")));
+        let w = l.writes("a").unwrap();
+        assert_eq!((w[1].kind, w[1].comment_id.as_deref(), w[1].revision), (WriteKind::CommentEdit, Some("c9"), 2));
+        assert!(l.retriage_due(since, 10).unwrap().is_empty(), "not while its edit is owed");
+    }
 
     fn alert(id: &str, created: &str) -> Alert {
         Alert {
@@ -605,10 +843,8 @@ mod tests {
         l.record_page(&[alert("a", "2026-01-01T00:00:00Z")], "poll", None).unwrap();
         l.decide(
             "a",
-            "malicious",
+            &decided("malicious", 1),
             None,
-            None,
-            1,
             &[(WriteKind::Comment, "b".into()), (WriteKind::Status, "TRIAGED".into())],
         )
         .unwrap();
@@ -643,10 +879,8 @@ mod tests {
         l.record_page(&[alert("a", "2026-01-01T00:00:00Z")], "poll", None).unwrap();
         l.decide(
             "a",
-            "malicious",
-            Some("r"),
+            &decided("malicious", 3),
             None,
-            3,
             &[(WriteKind::Comment, "body".into()), (WriteKind::Status, "TRIAGED".into())],
         )
         .unwrap();
@@ -658,7 +892,7 @@ mod tests {
         assert_eq!(l.get("a").unwrap().unwrap().stage, Stage::Done);
         assert_eq!(l.writes("a").unwrap()[0].comment_id.as_deref(), Some("c1"));
         // A second decision (another process, a retry) changes nothing.
-        assert!(!l.decide("a", "benign", None, None, 3, &[(WriteKind::Comment, "other".into())]).unwrap());
+        assert!(!l.decide("a", &decided("benign", 3), None, &[(WriteKind::Comment, "other".into())]).unwrap());
         assert_eq!(l.writes("a").unwrap()[0].payload, "body");
         assert_eq!(l.get("a").unwrap().unwrap().verdict.as_deref(), Some("malicious"));
     }
@@ -672,7 +906,7 @@ mod tests {
             alert("c", "2026-01-01T00:30:00Z"),
         ];
         l.record_page(&a, "poll", None).unwrap();
-        l.decide("a", "unknown", None, None, 1, &[]).unwrap();
+        l.decide("a", &decided("unknown", 1), None, &[]).unwrap();
         let win = Duration::from_secs(15 * 60);
         let orig = |e: &Alert| l.original_of(&e.id, "D", "t", e.created_at.unwrap(), win).unwrap();
         assert_eq!(orig(&a[1]).as_deref(), Some("a"));

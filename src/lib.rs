@@ -9,6 +9,9 @@
 //! - [`enrich`]: the pure function from an alert's events and the tables to matches and skipped values.
 //! - [`json`]: borrowed JSON pieces for the hot paths (no `serde_json::Value` trees).
 //! - [`chunks`]: reading big line-oriented files in chunks on a thread of their own.
+//! - [`health`]: what `/readyz` answers (ledger open, tables loaded, a recent successful poll).
+//! - [`metrics`]: the Prometheus metric names, their help text, and helpers to record them.
+//! - [`server`]: the health and metrics HTTP server (`/healthz`, `/readyz`, `/metrics`).
 //! - [`cli`]: the commands; [`bench`]: the speed comparison with the Python reference; [`bench_api`]:
 //!   API calls per alert and throughput per transport.
 //!
@@ -23,13 +26,18 @@ pub mod config;
 pub mod enrich;
 pub mod fake_panther;
 pub mod filter;
+pub mod health;
 pub mod indicator;
 pub mod json;
 pub mod ledger;
+pub mod metrics;
 pub mod panther;
 pub mod poller;
 pub mod regex;
 pub mod render;
+pub mod retriage;
+pub mod server;
 pub mod sync;
 pub mod tables;
 pub mod triage;
+pub mod webhook;

@@ -21,10 +21,11 @@ use tracing::{error, info, warn, Instrument};
 use crate::config::{Config, Duplicates};
 use crate::enrich::{enrich, Events};
 use crate::filter::{self, Outcome};
-use crate::ledger::{Entry, Ledger, LedgerError, Stage, WriteKind};
+use crate::ledger::{Decided, Entry, Ledger, LedgerError, Stage, WriteKind};
 use crate::panther::{AlertQuery, ApiError, EventPage, PantherApi};
 use crate::render::{self, Investigation};
-use crate::tables::Table;
+use crate::retriage::RetriageReport;
+use crate::tables::TableSet;
 use crate::triage::{self, Decision, Hit};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +40,7 @@ pub enum PipelineError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Planned {
     Comment { alert_id: String, body: String },
+    CommentEdit { alert_id: String, comment_id: String, body: String },
     Status { ids: Vec<String>, status: String },
     Assignee { ids: Vec<String>, assignee: String },
 }
@@ -47,6 +49,9 @@ impl std::fmt::Display for Planned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Planned::Comment { alert_id, body } => write!(f, "would comment on alert {alert_id}:\n{body}\n"),
+            Planned::CommentEdit { alert_id, comment_id, body } => {
+                write!(f, "would edit comment {comment_id} on alert {alert_id}:\n{body}\n")
+            }
             Planned::Status { ids, status } => writeln!(f, "would set status {status} on {}", ids.join(", ")),
             Planned::Assignee { ids, assignee } => writeln!(f, "would assign {assignee} to {}", ids.join(", ")),
         }
@@ -71,6 +76,8 @@ pub struct ProcessReport {
     pub triaged: u64,
     pub by_verdict: std::collections::BTreeMap<String, u64>,
     pub comments_posted: u64,
+    /// Our comments edited with a new revision (re-triage).
+    pub comments_updated: u64,
     pub patches: u64,
     pub failed: u64,
     /// Alerts left for a later tick because Panther had a bad minute.
@@ -83,6 +90,7 @@ pub struct ProcessReport {
 pub struct TickReport {
     pub poll: PollReport,
     pub process: ProcessReport,
+    pub retriage: RetriageReport,
     /// Work is left that the bounds kept for the next tick.
     pub more: bool,
 }
@@ -92,7 +100,8 @@ pub struct Pipeline<A> {
     pub(crate) api: A,
     pub(crate) ledger: Ledger,
     pub(crate) cfg: Arc<Config>,
-    pub(crate) tables: Arc<Vec<Table>>,
+    /// The lookup tables; a refresh swaps them between alerts, never during one.
+    pub(crate) tables: Arc<TableSet>,
     pub(crate) dry_run: bool,
     pub(crate) planned: Mutex<Vec<Planned>>,
     /// Email -> Panther user ID, resolved once per process.
@@ -102,18 +111,23 @@ pub struct Pipeline<A> {
     /// Where a poll the per-tick bound cut short stopped: the next poll goes on from there instead of
     /// reading the window again from its start.
     resume: Mutex<Option<AlertQuery>>,
+    /// Rung by the webhook receiver: an alert is waiting in the ledger.
+    wake: tokio::sync::Notify,
     stopping: AtomicBool,
 }
 
 /// An alert's investigation before it is written.
-struct Work {
-    decision: Decision,
-    body: String,
-    event_count: i64,
+pub(crate) struct Work {
+    pub(crate) decision: Decision,
+    pub(crate) body: String,
+    pub(crate) event_count: i64,
+    /// Fingerprint of the verdict, the rule and the matches: re-triage edits the comment only when
+    /// it changes.
+    pub(crate) digest: String,
 }
 
 impl<A: PantherApi> Pipeline<A> {
-    pub fn new(api: A, ledger: Ledger, cfg: Arc<Config>, tables: Arc<Vec<Table>>, dry_run: bool) -> Self {
+    pub fn new(api: A, ledger: Ledger, cfg: Arc<Config>, tables: Arc<TableSet>, dry_run: bool) -> Self {
         Pipeline {
             api,
             ledger,
@@ -124,12 +138,21 @@ impl<A: PantherApi> Pipeline<A> {
             users: tokio::sync::Mutex::new(HashMap::new()),
             prefetched: Mutex::new(HashMap::new()),
             resume: Mutex::new(None),
+            wake: tokio::sync::Notify::new(),
             stopping: AtomicBool::new(false),
         }
     }
 
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn tables(&self) -> &Arc<TableSet> {
+        &self.tables
     }
 
     /// Whether writes are only planned (`--dry-run` or `sync.dry_run`).
@@ -186,6 +209,9 @@ impl<A: PantherApi> Pipeline<A> {
             };
             r.pages += 1;
             r.listed += page.alerts.len() as u64;
+            for _ in &page.alerts {
+                crate::metrics::alert_seen(crate::metrics::source::POLL);
+            }
             for why in &page.unreadable {
                 error!(stage = "poll", outcome = "unreadable", detail = %why, "Panther listed an alert that cannot be read");
                 r.unreadable += 1;
@@ -196,6 +222,7 @@ impl<A: PantherApi> Pipeline<A> {
             let mut events: HashMap<String, EventPage> = page.events.into_iter().collect();
             for (a, new) in page.alerts.iter().zip(&fresh) {
                 if *new {
+                    crate::metrics::alert_ingested(crate::metrics::source::POLL);
                     info!(alert_id = %a.id, detection_id = %a.detection_id, stage = "poll", outcome = "recorded", "new alert");
                     if let Some(ev) = events.remove(&a.id) {
                         self.keep_prefetched(a.id.clone(), ev);
@@ -268,15 +295,22 @@ impl<A: PantherApi> Pipeline<A> {
             // Deferred work keeps its intents; the next tick collects them again.
             self.flush_patches(batch, &mut r).await?;
         }
+        if let Some(age) = self.ledger.oldest_pending_age()? {
+            crate::metrics::ledger_oldest_pending_age(age.as_secs_f64());
+        } else {
+            crate::metrics::ledger_oldest_pending_age(0.0);
+        }
         Ok(r)
     }
 
-    /// One poll and one process step.
+    /// One poll, one process and one re-triage step.
     pub async fn tick(&self) -> Result<TickReport, PipelineError> {
         let poll = self.poll().await?;
         let process = self.process().await?;
         let more = !poll.complete || (self.ledger.backlog()? > 0 && process.deferred == 0);
-        Ok(TickReport { poll, process, more })
+        // New alerts first: re-triage runs once the backlog is worked off.
+        let retriage = if process.deferred == 0 && !more { self.retriage().await? } else { RetriageReport::default() };
+        Ok(TickReport { poll, process, retriage, more })
     }
 
     /// Ticks until nothing is left or Panther stops answering (`once`).
@@ -316,23 +350,55 @@ impl<A: PantherApi> Pipeline<A> {
         Ok((e, r))
     }
 
-    /// The daemon loop: ticks every `poll.interval` (at once while a backlog remains) until
-    /// `shutdown` resolves; then stops taking new alerts, lets the alert in hand finish within
-    /// `grace`, and returns. A failed tick is logged and retried next interval: Panther's bad minute
-    /// must not end the daemon.
+    /// Tells the loop an alert is waiting in the ledger (a webhook delivery): it works the backlog
+    /// now rather than at the next interval.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Works the ledger's backlog without polling (what a webhook delivery needs).
+    pub async fn process_now(&self) -> Result<TickReport, PipelineError> {
+        let process = self.process().await?;
+        let more = self.ledger.backlog()? > 0 && process.deferred == 0;
+        Ok(TickReport { process, more, ..TickReport::default() })
+    }
+
+    /// [`Pipeline::run_with`] with nothing to tell after each tick.
     pub async fn run(&self, shutdown: impl Future<Output = ()>, grace: Duration) {
+        self.run_with(shutdown, grace, |_| {}).await
+    }
+
+    /// The daemon loop: ticks every `poll.interval` (at once while a backlog remains, and works the
+    /// backlog at once when [`Pipeline::wake`] rings) until `shutdown` resolves; then stops taking
+    /// new alerts, lets the alert in hand finish within `grace`, and returns. A failed tick is
+    /// logged and retried next interval: Panther's bad minute must not end the daemon.
+    /// `after_tick` sees each polling tick's result (health, the systemd watchdog).
+    pub async fn run_with(
+        &self,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+        after_tick: impl Fn(&Result<TickReport, PipelineError>),
+    ) {
         let mut interval = tokio::time::interval(self.cfg.poll.interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         let mut more = false;
         loop {
+            let mut woken = false;
             if !more {
                 tokio::select! {
                     _ = &mut shutdown => break,
                     _ = interval.tick() => {}
+                    _ = self.wake.notified() => woken = true,
                 }
             }
-            let tick = self.tick();
+            let tick = async {
+                if woken {
+                    self.process_now().await
+                } else {
+                    self.tick().await
+                }
+            };
             tokio::pin!(tick);
             let result = tokio::select! {
                 r = &mut tick => r,
@@ -347,6 +413,9 @@ impl<A: PantherApi> Pipeline<A> {
                 }
             };
             log_tick(&result);
+            if !woken {
+                after_tick(&result);
+            }
             for planned in self.take_planned() {
                 info!(stage = "sync", outcome = "dry_run", planned = %planned, "not written (dry run)");
             }
@@ -354,8 +423,18 @@ impl<A: PantherApi> Pipeline<A> {
         }
     }
 
-    fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Writes what a revised alert owes (re-triage): the comment edit, then status and assignee.
+    pub(crate) async fn write_revision(&self, e: &Entry, r: &mut ProcessReport) -> Result<(), PipelineError> {
+        let (mut batch, mut comments) = (Vec::new(), Vec::new());
+        self.handle(e, &mut batch, &mut comments, r).await?;
+        if let Some(err) = self.flush_comments_or_error(&mut comments, r).await? {
+            return Err(err.into());
+        }
+        self.flush_patches(batch, r).await
     }
 
     /// Keeps events that came with a page for the alert's investigation. Bounded: past a few ticks'
@@ -380,11 +459,33 @@ impl<A: PantherApi> Pipeline<A> {
         r: &mut ProcessReport,
     ) -> Result<(), PipelineError> {
         let prefetched = self.take_prefetched(&e.id);
+        let fetched;
+        let e = if e.fetched {
+            e
+        } else {
+            // Known by its ID only (a webhook delivery): read it from Panther first.
+            match self.api.get_alert(&e.id).await {
+                Ok(a) => {
+                    self.ledger.fill(&a)?;
+                    fetched = self.ledger.require(&e.id)?;
+                    &fetched
+                }
+                Err(err) if err.status() == Some(404) => {
+                    let why = format!("Panther has no alert {} (a webhook delivered an ID it does not know)", e.id);
+                    warn!(stage = "webhook", outcome = "failed", "{why}");
+                    self.ledger.set_stage(&e.id, Stage::Failed, Some(&why))?;
+                    r.failed += 1;
+                    return Ok(());
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
         // Writes recorded in an earlier run may have reached Panther: check before writing again.
         let mut check_first = e.stage == Stage::Writing;
         if e.stage == Stage::Pending {
             match filter::check(&self.cfg.filter, &e.status, &e.severity, &e.detection_id) {
-                Outcome::Drop(reason) => {
+                Outcome::Drop(kind, reason) => {
+                    crate::metrics::alert_filtered(kind);
                     info!(stage = "filter", outcome = "filtered", reason = %reason, "alert filtered out");
                     self.ledger.set_stage(&e.id, Stage::Filtered, Some(&reason))?;
                     r.filtered += 1;
@@ -410,12 +511,20 @@ impl<A: PantherApi> Pipeline<A> {
                     Duplicates::Skip => vec![],
                 };
                 info!(stage = "filter", outcome = "duplicate", original = %orig, "duplicate of an earlier alert");
-                if !self.ledger.decide(&e.id, "duplicate", None, Some(&orig), e.event_count, &writes)? {
+                crate::metrics::alert_filtered(crate::metrics::reason::DUPLICATE);
+                let d = Decided {
+                    verdict: "duplicate",
+                    rule: None,
+                    event_count: e.event_count,
+                    last_event_at: e.last_event_at.as_deref(),
+                    digest: None,
+                };
+                if !self.ledger.decide(&e.id, &d, Some(&orig), &writes)? {
                     return Ok(()); // another process sharing the state file has it
                 }
                 r.duplicates += 1;
             } else {
-                let work = self.investigate(e, prefetched).await?;
+                let work = self.investigate(e, prefetched, 1).await?;
                 let mut writes = vec![(WriteKind::Comment, work.body.clone())];
                 if let Some(s) = work.decision.set_status {
                     writes.push((WriteKind::Status, s.as_str().to_owned()));
@@ -425,10 +534,18 @@ impl<A: PantherApi> Pipeline<A> {
                 }
                 let v = work.decision.verdict.as_str();
                 info!(stage = "triage", outcome = v, rule = work.decision.rule.as_deref().unwrap_or("-"), "verdict");
-                if !self.ledger.decide(&e.id, v, work.decision.rule.as_deref(), None, work.event_count, &writes)? {
+                let d = Decided {
+                    verdict: v,
+                    rule: work.decision.rule.as_deref(),
+                    event_count: work.event_count,
+                    last_event_at: e.last_event_at.as_deref(),
+                    digest: Some(&work.digest),
+                };
+                if !self.ledger.decide(&e.id, &d, None, &writes)? {
                     return Ok(()); // another process sharing the state file has it
                 }
                 *r.by_verdict.entry(v.to_owned()).or_default() += 1;
+                crate::metrics::alert_triaged(work.decision.verdict.as_str());
                 r.triaged += 1;
                 if r.first_comment.is_none() {
                     r.first_comment = Some(work.body);
@@ -444,6 +561,7 @@ impl<A: PantherApi> Pipeline<A> {
                 // A write that may have reached Panther already is looked for first, alone.
                 WriteKind::Comment if check_first => self.write_comment(&w, true, r).await?,
                 WriteKind::Comment => comments.push(w),
+                WriteKind::CommentEdit => self.edit_comment(&w, r).await?,
                 WriteKind::Status | WriteKind::Assignee => batch.push(w),
             }
         }
@@ -452,7 +570,12 @@ impl<A: PantherApi> Pipeline<A> {
 
     /// Reads the alert's events (those that came with its page, then up to `enrich.max_events`),
     /// enriches, decides and renders.
-    async fn investigate(&self, e: &Entry, prefetched: Option<EventPage>) -> Result<Work, PipelineError> {
+    pub(crate) async fn investigate(
+        &self,
+        e: &Entry,
+        prefetched: Option<EventPage>,
+        revision: i64,
+    ) -> Result<Work, PipelineError> {
         let es = &self.cfg.enrich;
         let max = es.max_events as usize;
         let mut from_page = prefetched.as_ref().is_some_and(|p| p.next.is_some());
@@ -498,10 +621,11 @@ impl<A: PantherApi> Pipeline<A> {
             }
         }
         let selectors = &self.cfg.selectors;
-        let found = enrich(&events, &self.tables, selectors);
+        let tables = self.tables.current();
+        let found = enrich(&events, &tables, selectors);
         let mut hits: Vec<Hit> = Vec::new();
         for m in &found.matches {
-            let table = &self.tables[m.table];
+            let table = &tables[m.table];
             let row: serde_json::Value = serde_json::from_str(&table.row_json(m.entry)).unwrap_or_default();
             let hit = Hit {
                 table: table.name().to_owned(),
@@ -538,13 +662,29 @@ impl<A: PantherApi> Pipeline<A> {
             events_read: raw.len(),
             event_count: e.event_count.max(raw.len() as i64),
             events_capped: capped,
-            last_event_at: None,
+            last_event_at: e.last_event_at.as_deref(),
             triaged_at: &triaged_at,
-            revision: 1,
+            revision,
         };
         let body = render::investigation(&inv, self.cfg.sync.comment_format, &self.cfg.sync.include);
-        Ok(Work { decision, body, event_count: e.event_count.max(raw.len() as i64) })
+        let digest = digest(&decision, &hits);
+        Ok(Work { decision, body, event_count: e.event_count.max(raw.len() as i64), digest })
     }
+}
+
+/// A stable fingerprint (FNV-1a, 64 bits) of what a comment says: the verdict, the rule and the
+/// matches, in a fixed order. Stable across runs and versions, unlike `std`'s hasher.
+fn digest(d: &Decision, hits: &[Hit]) -> String {
+    let mut parts: Vec<String> =
+        hits.iter().map(|h| format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", h.table, h.field, h.value, h.row_id)).collect();
+    parts.sort();
+    let text = format!("{}\u{1e}{}\u{1e}{}", d.verdict.as_str(), d.rule.as_deref().unwrap_or(""), parts.join("\u{1e}"));
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// A confidence as Python's `int()` would read it from a row: integers, floats, numeric strings.
@@ -563,19 +703,31 @@ fn add(total: &mut TickReport, t: &TickReport) {
     p.new += q.new;
     p.unreadable += q.unreadable;
     p.complete = q.complete;
-    let (p, q) = (&mut total.process, &t.process);
-    p.filtered += q.filtered;
-    p.duplicates += q.duplicates;
-    p.triaged += q.triaged;
-    for (k, v) in &q.by_verdict {
-        *p.by_verdict.entry(k.clone()).or_default() += v;
-    }
-    p.comments_posted += q.comments_posted;
-    p.patches += q.patches;
-    p.failed += q.failed;
-    p.deferred += q.deferred;
-    if p.first_comment.is_none() {
-        p.first_comment.clone_from(&q.first_comment);
+    total.process.add(&t.process);
+    let (p, q) = (&mut total.retriage, &t.retriage);
+    p.checked += q.checked;
+    p.grown += q.grown;
+    p.revised += q.revised;
+    p.process.add(&q.process);
+}
+
+impl ProcessReport {
+    fn add(&mut self, q: &ProcessReport) {
+        let p = self;
+        p.filtered += q.filtered;
+        p.duplicates += q.duplicates;
+        p.triaged += q.triaged;
+        for (k, v) in &q.by_verdict {
+            *p.by_verdict.entry(k.clone()).or_default() += v;
+        }
+        p.comments_posted += q.comments_posted;
+        p.comments_updated += q.comments_updated;
+        p.patches += q.patches;
+        p.failed += q.failed;
+        p.deferred += q.deferred;
+        if p.first_comment.is_none() {
+            p.first_comment.clone_from(&q.first_comment);
+        }
     }
 }
 

@@ -54,6 +54,7 @@ impl<A: PantherApi> Pipeline<A> {
         };
         info!(stage = "sync", outcome = "commented", comment_id = %posted.id, "comment posted");
         self.ledger.finish_write(w.id, WriteState::Done, Some(&posted.id), None)?;
+        crate::metrics::comment_posted();
         r.comments_posted += 1;
         Ok(())
     }
@@ -134,6 +135,7 @@ impl<A: PantherApi> Pipeline<A> {
             };
             info!(stage = "sync", outcome = "commented", comment_id = %posted.id, "comment posted");
             self.ledger.finish_write(w.id, WriteState::Done, Some(&posted.id), None)?;
+            crate::metrics::comment_posted();
             r.comments_posted += 1;
         }
         if stop.is_some() {
@@ -144,6 +146,38 @@ impl<A: PantherApi> Pipeline<A> {
             }
         }
         Ok(stop)
+    }
+
+    /// Replaces the body of our comment with a new revision (re-triage). Editing is idempotent, so
+    /// an unknown outcome is simply tried again next tick.
+    pub(crate) async fn edit_comment(&self, w: &Write, r: &mut ProcessReport) -> Result<(), PipelineError> {
+        let Some(target) = w.comment_id.as_deref() else {
+            error!(alert_id = %w.alert_id, stage = "sync", outcome = "refused", "no comment of ours to edit");
+            self.ledger.finish_write(w.id, WriteState::Failed, None, Some("no comment of ours to edit"))?;
+            return Ok(());
+        };
+        if self.dry_run {
+            self.planned_push(Planned::CommentEdit {
+                alert_id: w.alert_id.clone(),
+                comment_id: target.to_owned(),
+                body: w.payload.clone(),
+            });
+            self.ledger.finish_write(w.id, WriteState::Done, None, Some("dry run"))?;
+            return Ok(());
+        }
+        let new =
+            NewComment { alert_id: w.alert_id.clone(), body: w.payload.clone(), format: self.cfg.sync.comment_format };
+        match self.api.update_comment(target, &new).await {
+            Ok(_) => {
+                info!(alert_id = %w.alert_id, stage = "sync", outcome = "comment_updated", comment_id = %target, revision = w.revision, "comment updated");
+                crate::metrics::comment_updated();
+                self.ledger.finish_write(w.id, WriteState::Done, Some(target), None)?;
+                r.comments_updated += 1;
+                Ok(())
+            }
+            Err(e) if e.outcome_unknown() => Err(e.into()),
+            Err(e) => self.refused(w, e, r),
+        }
     }
 
     /// A write Panther refuses for good (4xx other than 429) is recorded failed and logged; a
@@ -202,7 +236,7 @@ impl<A: PantherApi> Pipeline<A> {
                             continue;
                         }
                     },
-                    WriteKind::Comment => continue,
+                    WriteKind::Comment | WriteKind::CommentEdit => continue,
                 };
                 if self.dry_run {
                     self.planned_push(match kind {

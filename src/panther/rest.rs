@@ -2,6 +2,7 @@
 //!
 //! Every request waits for the API key's rate limiter, carries the key in a header marked sensitive,
 //! and is retried per [`RetryPolicy`](super::RetryPolicy).
+//! Each attempt (by operation and status), retry and rate-limiter wait is counted in [`crate::metrics`].
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -137,6 +138,7 @@ impl RestClient {
             let Some(backoff) = next else { return Err(err) };
             let wait = retry::wait(backoff, retry_after);
             tracing::warn!(operation = op.as_str(), attempt, error = %err, wait = %humantime::format_duration(wait), "retrying");
+            crate::metrics::api_retry(op_label(op));
             tokio::time::sleep(wait).await;
             attempt += 1;
         }
@@ -150,7 +152,9 @@ impl RestClient {
         query: &[(&str, String)],
         body: Option<&(impl serde::Serialize + Sync)>,
     ) -> Result<Vec<u8>, (ApiError, Option<Duration>)> {
+        let waiting = std::time::Instant::now();
         self.limiter.until_ready().await;
+        crate::metrics::rate_limit_wait(waiting.elapsed());
         let mut key = HeaderValue::from_str(self.api_key.expose_secret()).map_err(|_| {
             (ApiError::Unauthorized { op, status: 0 }, None) // unreachable in practice: config checks the key's characters
         })?;
@@ -163,11 +167,17 @@ impl RestClient {
             req = req.json(b);
         }
         let started = std::time::Instant::now();
-        let resp = req.send().await.map_err(|e| (self.transport_error(op, &e), None))?;
+        // Metrics: one `api_request` per attempt, `status="error"` when no complete answer came.
+        let failed = |e: reqwest::Error| {
+            crate::metrics::api_request(op_label(op), None, started.elapsed());
+            (self.transport_error(op, &e), None)
+        };
+        let resp = req.send().await.map_err(failed)?;
         let status = resp.status();
         let retry_after =
             resp.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(retry::parse_retry_after);
-        let body = resp.bytes().await.map_err(|e| (self.transport_error(op, &e), None))?;
+        let body = resp.bytes().await.map_err(failed)?;
+        crate::metrics::api_request(op_label(op), Some(status.as_u16()), started.elapsed());
         tracing::debug!(
             operation = op.as_str(),
             status = status.as_u16(),
@@ -201,6 +211,21 @@ impl RestClient {
 
     async fn get_json<T: DeserializeOwned>(&self, op: Op, url: Url, query: &[(&str, String)]) -> Result<T, ApiError> {
         decode(op, &self.call(op, Method::GET, url, query, None::<&()>).await?)
+    }
+}
+
+/// `op` as a metric label: snake_case, one per [`Op`].
+fn op_label(op: Op) -> &'static str {
+    match op {
+        Op::ListAlerts => "list_alerts",
+        Op::GetAlert => "get_alert",
+        Op::ListEvents => "list_events",
+        Op::ListComments => "list_comments",
+        Op::CreateComment => "create_comment",
+        Op::UpdateComment => "update_comment",
+        Op::PatchAlerts => "patch_alerts",
+        Op::FindUser => "find_user",
+        Op::Ping => "ping",
     }
 }
 
@@ -346,5 +371,69 @@ impl PantherApi for RestClient {
             .into_iter()
             .find(|u| u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
             .map(|u| u.id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_panther::{FakePanther, Fault, Route};
+
+    const KEY: &str = "rest-metrics-test-key";
+
+    fn client(url: &str, max_retries: u32) -> RestClient {
+        RestClient::new(RestSettings {
+            url: url.parse().expect("url"),
+            api_key: KEY.to_owned().into(),
+            requests_per_second: NonZeroU32::new(10_000).expect("nonzero"),
+            timeout: Duration::from_secs(10),
+            retry: RetryPolicy {
+                max_retries,
+                min_backoff: Duration::from_millis(1),
+                max_backoff: Duration::from_millis(2),
+            },
+        })
+        .expect("client")
+    }
+
+    /// The value of `series` (name and labels) in a rendering, 0 when absent.
+    fn value(text: &str, series: &str) -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    #[tokio::test]
+    async fn every_attempt_and_retry_is_counted() {
+        let metrics = crate::metrics::install().expect("metrics");
+        let fake = FakePanther::new(KEY);
+        fake.add_alert(
+            serde_json::json!({"id": "m1", "type": "ALERT", "status": "OPEN", "severity": "HIGH", "title": "t",
+                "createdAt": "2024-01-01T00:00:00.000Z", "detection": {"id": "D", "type": "RULE"}}),
+            vec![],
+        );
+        fake.inject(Route::GetAlert, Fault::ServerError { status: 503 }, 1);
+        let server = fake.spawn().await.expect("fake");
+        let ok = r#"panther_triage_api_requests_total{op="get_alert",status="200"}"#;
+        let unavailable = r#"panther_triage_api_requests_total{op="get_alert",status="503"}"#;
+        let retries = r#"panther_triage_api_retries_total{op="get_alert"}"#;
+        let before = metrics.render();
+        client(&server.url(), 1).get_alert("m1").await.expect("the retry succeeds");
+        let after = metrics.render();
+        for series in [ok, unavailable, retries] {
+            assert!(value(&after, series) >= value(&before, series) + 1.0, "{series} not counted:\n{after}");
+        }
+        assert!(after.contains(r#"panther_triage_api_request_duration_seconds_count{op="get_alert"}"#), "{after}");
+        server.shutdown().await.expect("shutdown");
+
+        // No HTTP answer at all: status "error".
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", closed.local_addr().expect("addr"));
+        drop(closed);
+        let error = r#"panther_triage_api_requests_total{op="get_alert",status="error"}"#;
+        let before = metrics.render();
+        assert!(client(&url, 0).get_alert("m1").await.is_err());
+        assert!(value(&metrics.render(), error) >= value(&before, error) + 1.0);
     }
 }

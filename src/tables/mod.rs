@@ -10,12 +10,14 @@
 //! eligible row expires, i.e. when the index must be rebuilt to stay exact.
 
 pub mod index;
+pub mod refresh;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -26,6 +28,7 @@ use crate::chunks::{self, Chunk};
 use crate::indicator::{normalize, Key, Kind, ROW_TYPES};
 use crate::json::{scan, Scalar, Values};
 pub use index::{Entry, EntryId, Index, IndexBuilder, Shape, Shapes, Span, VERBATIM};
+pub use refresh::{refresh_loop, RefreshReport, TableSet};
 
 /// How a table file is laid out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,11 +315,12 @@ pub enum TableError {
     Header { path: PathBuf, problem: String },
 }
 
-/// A loaded table: its index plus what the load found.
-#[derive(Debug)]
+/// A loaded table: its index plus what the load found. Cloning shares the index (a refresh keeps the
+/// tables it did not rebuild by cloning them into the new set).
+#[derive(Debug, Clone)]
 pub struct Table {
     pub spec: TableSpec,
-    pub index: Index,
+    pub index: Arc<Index>,
     pub report: LoadReport,
     /// When the earliest eligible row expires; past it the index must be rebuilt to stay exact.
     pub valid_until: Option<DateTime<Utc>>,
@@ -371,7 +375,7 @@ impl Table {
     ) -> Table {
         report.bytes = bytes;
         report.elapsed = started.elapsed();
-        Table { spec: spec.clone(), index, report, valid_until: earliest.map(|t| t.and_utc()) }
+        Table { spec: spec.clone(), index: Arc::new(index), report, valid_until: earliest.map(|t| t.and_utc()) }
     }
 
     pub fn name(&self) -> &str {
@@ -1325,7 +1329,7 @@ mod tests {
         let clock = Clock { now: now().naive_utc(), earliest_expiry: None };
         let (index, report, _) =
             load_anomali_chunked(&spec(Format::Anomali), std::io::Cursor::new(body), size, clock, 4096).unwrap();
-        let t = Table { spec: spec(Format::Anomali), index, report, valid_until: None };
+        let t = Table { spec: spec(Format::Anomali), index: Arc::new(index), report, valid_until: None };
         let compact = t.index.entries.list.iter().filter(|e| e.shape != VERBATIM).count();
         assert!(compact > 2000, "only {compact} of 3000 rows stored compactly");
         assert!(t.index.entries.shapes.len() >= 4, "{} shapes", t.index.entries.shapes.len());

@@ -12,11 +12,11 @@ use panther_triage::panther::{format_time, Client};
 use panther_triage::poller::Pipeline;
 use serde_json::{json, Value};
 
-const KEY: &str = "CANARY-KEY-5d1c0a7e";
+pub(crate) const KEY: &str = "CANARY-KEY-5d1c0a7e";
 
 /// The transport under test: the core loop's tests run against both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
+pub(crate) enum Api {
     Rest,
     Graphql,
 }
@@ -49,15 +49,15 @@ enum Call {
     FindUser,
 }
 
-struct Env {
-    api: Api,
-    fake: FakePanther,
-    server: FakeHandle,
-    dir: tempfile::TempDir,
+pub(crate) struct Env {
+    pub(crate) api: Api,
+    pub(crate) fake: FakePanther,
+    pub(crate) server: FakeHandle,
+    pub(crate) dir: tempfile::TempDir,
 }
 
 impl Env {
-    async fn new(api: Api) -> Env {
+    pub(crate) async fn new(api: Api) -> Env {
         let fake = FakePanther::new(KEY);
         fake.add_user("u-oncall", "oncall@acme.example");
         let server = fake.spawn().await.unwrap();
@@ -102,7 +102,7 @@ impl Env {
     }
 
     /// A configuration file for this fake; `extra` adds or replaces sections.
-    fn config(&self, extra: &str) -> PathBuf {
+    pub(crate) fn config(&self, extra: &str) -> PathBuf {
         let api = match self.api {
             Api::Rest => "rest",
             Api::Graphql => "graphql",
@@ -119,13 +119,13 @@ impl Env {
         path
     }
 
-    fn pipeline(&self, extra: &str) -> Pipeline<Client> {
+    pub(crate) fn pipeline(&self, extra: &str) -> Pipeline<Client> {
         let cfg = Config::load_with_env(&self.config(extra), Vec::new()).unwrap();
         app::build(cfg, false).unwrap()
     }
 
     /// Comments per alert ID.
-    fn comment_count(&self, id: &str) -> usize {
+    pub(crate) fn comment_count(&self, id: &str) -> usize {
         self.fake.comments(id).len()
     }
 
@@ -173,16 +173,16 @@ fn intel() -> String {
     [row(1, "198.51.100.7", 95), row(2, "203.0.113.9", 20)].join("\n")
 }
 
-fn ago(minutes: i64) -> DateTime<Utc> {
+pub(crate) fn ago(minutes: i64) -> DateTime<Utc> {
     Utc::now() - chrono::Duration::minutes(minutes)
 }
 
-fn alert(id: &str, created: DateTime<Utc>, detection: &str, title: &str) -> Value {
+pub(crate) fn alert(id: &str, created: DateTime<Utc>, detection: &str, title: &str) -> Value {
     json!({"id": id, "type": "ALERT", "status": "OPEN", "severity": "HIGH", "title": title,
            "createdAt": format_time(created), "detection": {"id": detection, "type": "RULE"}})
 }
 
-fn ip_event(ip: &str) -> Vec<Value> {
+pub(crate) fn ip_event(ip: &str) -> Vec<Value> {
     vec![json!({"p_log_type": "AWS.CloudTrail", "p_any_ip_addresses": [ip]})]
 }
 
@@ -434,7 +434,7 @@ async fn hostile_html_arrives_escaped(api: Api) {
 }
 
 /// Runs the binary with a timeout, from a blocking thread so the fake keeps serving.
-async fn run_bin(args: Vec<String>) -> std::process::Output {
+pub(crate) async fn run_bin(args: Vec<String>) -> std::process::Output {
     tokio::task::spawn_blocking(move || crate::run(crate::bin().args(&args).env_remove("RUST_LOG"))).await.unwrap()
 }
 
@@ -739,3 +739,137 @@ async fn an_alert_graphql_cannot_render_does_not_hide_its_page() {
     let over_rest = env.fake.requests().iter().filter(|r| r.route() == Some(Route::ListAlerts)).count();
     assert!(over_rest > 0, "the window was read over REST");
 }
+
+/// The webhook receiver for `p` on a loopback port; returns its URL.
+async fn webhook_for(p: &std::sync::Arc<Pipeline<Client>>) -> String {
+    let settings = p.config().webhook.clone().expect("[webhook] in the test config");
+    let router = panther_triage::webhook::router(p.clone(), &settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/webhook", listener.local_addr().unwrap());
+    tokio::spawn(panther_triage::webhook::serve(listener, router, std::future::pending()));
+    url
+}
+
+const WEBHOOK: &str =
+    "[webhook]\nlisten = \"127.0.0.1:0\"\nsecret_header = \"X-Triage-Secret\"\nsecret = \"CANARY-HOOK-77\"\n";
+
+fn delivery(alert_id: &str) -> Value {
+    json!({"id": "Okta.X", "alertId": alert_id, "createdAt": format_time(ago(1)), "severity": "HIGH", "type": "RULE",
+           "link": "https://acme.runpanther.net/alerts/x", "title": "t", "name": "n", "description": "", "runbook": "",
+           "tags": [], "version": "v1", "alertContext": {"k": "v"}})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_deliveries_without_the_secret_or_with_a_bad_body_are_refused_and_not_recorded() {
+    let env = Env::new(Api::Rest).await;
+    let p = std::sync::Arc::new(env.pipeline(WEBHOOK));
+    let url = webhook_for(&p).await;
+    let http = reqwest::Client::new();
+    let post = |body: Vec<u8>, secret: Option<&str>| {
+        let mut req = http.post(&url).header("content-type", "application/json").body(body);
+        if let Some(s) = secret {
+            req = req.header("X-Triage-Secret", s);
+        }
+        req.send()
+    };
+    let good = serde_json::to_vec(&delivery("w1")).unwrap();
+    for secret in [None, Some("wrong"), Some("CANARY-HOOK-7"), Some("")] {
+        let resp = post(good.clone(), secret).await.unwrap();
+        assert_eq!(resp.status(), 401, "{secret:?}");
+        assert!(!resp.text().await.unwrap().contains("CANARY-HOOK-77"), "the secret is not echoed");
+    }
+    // Over 1 MiB: refused from the declared length, before the body is read (raw, so the client
+    // does not choke on a refusal that arrives while it is still sending).
+    let addr = url.trim_start_matches("http://").trim_end_matches("/webhook").to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /webhook HTTP/1.1\r\nHost: {addr}\r\nX-Triage-Secret: CANARY-HOOK-77\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        2 * 1024 * 1024
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut answer).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    for (body, why) in [(&b"{not json"[..], "not JSON"), (b"{\"title\":\"x\"}", "alertId"), (b"\xff\x00", "not JSON")] {
+        let resp = post(body.to_vec(), Some("CANARY-HOOK-77")).await.unwrap();
+        assert_eq!(resp.status(), 400);
+        assert!(resp.text().await.unwrap().contains(why), "{why}");
+    }
+    assert!(p.ledger().entries().unwrap().is_empty(), "nothing refused was recorded");
+    // Still serving after all that.
+    assert_eq!(post(good, Some("CANARY-HOOK-77")).await.unwrap().status(), 200);
+    assert_eq!(p.ledger().entries().unwrap().len(), 1);
+}
+
+async fn a_webhook_alert_is_triaged_once_though_delivered_twice_and_polled_too(api: Api) {
+    let env = Env::new(api).await;
+    env.fake.add_alert(alert("hook1", ago(1), "Okta.X", "t"), ip_event("198.51.100.7"));
+    let p = std::sync::Arc::new(env.pipeline(&format!("[poll]\ninterval = \"1h\"\n{WEBHOOK}")));
+    let runner = {
+        let p = p.clone();
+        tokio::spawn(async move { p.run(std::future::pending(), std::time::Duration::from_secs(5)).await })
+    };
+    // The first interval tick polls at once; wait for it, so the deliveries below are what triages.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    env.fake.add_alert(alert("hook2", ago(0), "Okta.X", "t2"), ip_event("198.51.100.7"));
+    let url = webhook_for(&p).await;
+    let http = reqwest::Client::new();
+    for _ in 0..2 {
+        let resp =
+            http.post(&url).header("X-Triage-Secret", "CANARY-HOOK-77").json(&delivery("hook2")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    for _ in 0..100 {
+        if env.comment_count("hook2") > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(env.comment_count("hook2"), 1, "triaged from the delivery, before any poll");
+    // The poller, the safety net, finds it too and writes nothing more.
+    p.drain().await.unwrap();
+    runner.abort();
+    assert_eq!((env.comment_count("hook1"), env.comment_count("hook2")), (1, 1));
+    let e = p.ledger().get("hook2").unwrap().unwrap();
+    assert_eq!((e.stage, e.fetched, e.verdict.as_deref()), (Stage::Done, true, Some("malicious")));
+}
+
+async fn an_alert_that_grows_gets_its_comment_edited_not_a_second_one(api: Api) {
+    let env = Env::new(api).await;
+    env.fake.add_alert(alert("g1", ago(5), "Okta.X", "t"), ip_event("10.0.0.1"));
+    env.fake.add_alert(alert("g2", ago(4), "Okta.X", "t2"), ip_event("10.0.0.2"));
+    let p = env.pipeline("set_status = \"TRIAGED\"\n");
+    p.drain().await.unwrap();
+    let first = env.fake.comments("g1");
+    assert_eq!(first.len(), 1);
+    assert!(first[0]["body"].as_str().unwrap().contains("panther-triage:g1:1"));
+    assert_eq!(env.fake.alert("g1").unwrap()["status"], "OPEN", "unknown verdict: no status");
+    // New events: one that matters for g1, one that changes nothing for g2.
+    env.fake.push_events("g1", ip_event("198.51.100.7"));
+    env.fake.push_events("g2", ip_event("10.9.9.9"));
+    let r = p.drain().await.unwrap();
+    assert_eq!((r.retriage.grown, r.retriage.revised), (2, 1), "{:?}", r.retriage);
+    let after = env.fake.comments("g1");
+    assert_eq!(after.len(), 1, "edited in place, not a second comment");
+    assert_eq!(after[0]["id"], first[0]["id"]);
+    let body = after[0]["body"].as_str().unwrap();
+    assert!(body.contains("panther-triage:g1:2") && body.contains("verdict: MALICIOUS"), "{body}");
+    assert_eq!(env.fake.alert("g1").unwrap()["status"], "TRIAGED", "the new rule's status is applied");
+    assert!(env.fake.comments("g2")[0]["body"].as_str().unwrap().contains("panther-triage:g2:1"), "unchanged");
+    let e = p.ledger().get("g1").unwrap().unwrap();
+    assert_eq!((e.revision, e.stage), (2, Stage::Done));
+    // Nothing new: nothing more is written.
+    let writes = env.writes();
+    p.drain().await.unwrap();
+    assert_eq!(env.writes(), writes);
+}
+
+both_transports!(
+    a_webhook_alert_is_triaged_once_though_delivered_twice_and_polled_too,
+    an_alert_that_grows_gets_its_comment_edited_not_a_second_one,
+);

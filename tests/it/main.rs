@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod daemon;
 mod graphql;
+mod live;
 mod openapi;
 mod peer;
 
