@@ -25,7 +25,10 @@ USER 10001:10001
 VOLUME ["/var/lib/panther-triage"]
 ENV PANTHER_TRIAGE_CONFIG=/etc/panther-triage/config.toml
 # The configuration is checked at every start; a bad one exits 2 with every problem listed.
-# Health endpoints (/healthz, /readyz) come with the [server] section; until then Docker relies on
-# the process staying up (restart policy) and the JSON logs.
+# With [server] listen = "0.0.0.0:9464" in the configuration (and the port published for Prometheus),
+# Docker's health check asks the daemon's /readyz: ready when the ledger is open, the tables are
+# loaded and the last poll succeeded within three intervals.
+HEALTHCHECK --interval=60s --timeout=10s --start-period=60s --retries=3 \
+  CMD ["/usr/local/bin/panther-triage", "check-health", "--url", "http://127.0.0.1:9464/readyz"]
 ENTRYPOINT ["/usr/local/bin/panther-triage"]
 CMD ["run"]

@@ -63,6 +63,13 @@ pub struct CheckConfigArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CheckHealthArgs {
+    /// The readiness URL of a running daemon (its `[server] listen` address).
+    #[arg(long, default_value = "http://127.0.0.1:9464/readyz")]
+    pub url: String,
+}
+
+#[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Keep the demo's state and files in this directory instead of a temporary one.
     #[arg(long, value_name = "DIR")]
@@ -285,6 +292,23 @@ pub async fn daemon(
     let _ = stop_tx.send(true);
     tracing::info!(stage = "shutdown", "stopped");
     Ok(())
+}
+
+/// Asks a running daemon whether it is ready (for container health checks): exit 0 when it is.
+pub fn check_health(a: CheckHealthArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the runtime")?;
+    rt.block_on(async {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let resp = http.get(&a.url).send().await.with_context(|| format!("no answer from {}", a.url))?;
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        if status.is_success() {
+            println!("{}", body.trim());
+            Ok(())
+        } else {
+            anyhow::bail!("not ready (HTTP {}): {}", status.as_u16(), body.trim().replace('\n', "; "))
+        }
+    })
 }
 
 /// Resolves on SIGTERM or SIGINT.

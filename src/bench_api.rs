@@ -171,3 +171,99 @@ pub async fn drain_backlog(
         rps,
     })
 }
+
+#[derive(Debug, Args)]
+pub struct WebhookBenchArgs {
+    /// Deliveries, one alert each, sent one after another.
+    #[arg(long, default_value_t = 1000)]
+    pub deliveries: u32,
+    /// The fake's latency for every request.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+    /// The transport the daemon uses to read the alert and write the comment.
+    #[arg(long, default_value = "rest", value_parser = ["rest", "graphql"])]
+    pub api: String,
+}
+
+/// Time from a webhook delivery (the POST sent) to its comment stored at the fake, per delivery.
+pub async fn webhook_latency(api: &str, deliveries: u32, latency: Duration) -> anyhow::Result<Vec<Duration>> {
+    let key = format!("bench-webhook-{api}");
+    let fake = FakePanther::new(&key);
+    let server = fake.spawn().await.context("cannot start the fake Panther on loopback")?;
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    std::fs::write(dir.path().join("intel.jsonl"), "")?;
+    let secret = "bench-secret";
+    let text = format!(
+        "[panther]\nurl = \"{}\"\napi_key = \"{key}\"\napi = \"{api}\"\nrequests_per_second = 1000\n\
+         [poll]\ninterval = \"1h\"\n[retriage]\nmax_per_tick = 0\n\
+         [[tables]]\nname = \"intel\"\npath = \"intel.jsonl\"\nformat = \"anomali\"\n\
+         [webhook]\nlisten = \"127.0.0.1:0\"\nsecret = \"{secret}\"\n[log]\nlevel = \"warn\"\n",
+        server.url()
+    );
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, &text)?;
+    let cfg = Config::from_toml(&path, &text, Vec::new())?;
+    let header = cfg.webhook.as_ref().map(|w| w.secret_header.clone()).unwrap_or_default();
+    let p = std::sync::Arc::new(tokio::task::block_in_place(|| crate::app::build(cfg, false))?);
+    let listeners = crate::app::Listeners::bind(p.config()).await?;
+    let hook = match &listeners.webhook {
+        Some(l) => format!("http://{}/webhook", l.local_addr()?),
+        None => bail!("no webhook listener"),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(crate::app::daemon(p.clone(), listeners, async {
+        let _ = stopped.await;
+    }));
+    fake.set_latency(latency);
+    // The daemon's first tick polls at once: let it finish before the deliveries start.
+    tokio::time::sleep(Duration::from_millis(200) + latency * 4).await;
+    let http = reqwest::Client::new();
+    let mut times = Vec::with_capacity(deliveries as usize);
+    for i in 0..deliveries {
+        let id = format!("hook-{i:06}");
+        let created = format_time(Utc::now());
+        fake.add_alert(
+            json!({"id": id, "type": "ALERT", "status": "OPEN", "severity": "HIGH", "title": "t",
+                   "createdAt": created, "detection": {"id": "Okta.Rule", "type": "RULE"}}),
+            vec![json!({"p_log_type": "Okta.SystemLog", "p_any_ip_addresses": ["10.0.0.1"]})],
+        );
+        let body = json!({"id": "Okta.Rule", "alertId": id, "createdAt": created, "severity": "HIGH", "title": "t"});
+        let started = Instant::now();
+        let resp = http.post(&hook).header(header.as_str(), secret).json(&body).send().await?;
+        if !resp.status().is_success() {
+            bail!("delivery {id}: HTTP {}", resp.status());
+        }
+        loop {
+            if !fake.comments(&id).is_empty() {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("delivery {id}: no comment after 30s");
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        times.push(started.elapsed());
+    }
+    let _ = stop.send(());
+    let _ = daemon.await;
+    server.shutdown().await.ok();
+    Ok(times)
+}
+
+pub fn run_webhook(a: WebhookBenchArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let mut t = rt.block_on(webhook_latency(&a.api, a.deliveries, a.latency))?;
+    t.sort();
+    let at = |q: f64| t[((t.len() as f64 * q).ceil() as usize).clamp(1, t.len()) - 1];
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "bench-webhook: {} deliveries over {}, latency {} per request: delivery to comment p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        t.len(),
+        a.api,
+        humantime::format_duration(a.latency),
+        ms(at(0.50)),
+        ms(at(0.99)),
+        ms(at(1.0))
+    );
+    Ok(())
+}

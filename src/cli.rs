@@ -37,6 +37,8 @@ pub enum Command {
     Triage(crate::app::TriageArgs),
     /// Validate the configuration and print it with secrets redacted; exit 2 listing every problem.
     CheckConfig(crate::app::CheckConfigArgs),
+    /// Ask a running daemon's /readyz whether it is ready (container health checks); exit 0 if so.
+    CheckHealth(crate::app::CheckHealthArgs),
     /// Run the pipeline against a bundled fake Panther on loopback, with fixture alerts and tables.
     Demo(crate::app::DemoArgs),
     /// Offline enrichment of an alerts file against lookup tables (the ENRICHMENT.md TSV).
@@ -45,6 +47,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Measure API calls per triaged alert and throughput against the rate limit, per transport.
     BenchApi(crate::bench_api::ApiBenchArgs),
+    /// Measure webhook delivery to comment latency against the fake (p50, p99).
+    BenchWebhook(crate::bench_api::WebhookBenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,9 +88,11 @@ pub fn run(cli: Cli) -> i32 {
         Command::Triage(a) => crate::app::triage(a),
         Command::CheckConfig(a) => crate::app::check_config(a),
         Command::Demo(a) => crate::app::demo(a),
+        Command::CheckHealth(a) => crate::app::check_health(a),
         Command::Enrich(a) => run_enrich(a),
         Command::Bench(a) => crate::bench::run(a),
         Command::BenchApi(a) => crate::bench_api::run(a),
+        Command::BenchWebhook(a) => crate::bench_api::run_webhook(a),
     };
     match result {
         Ok(()) => 0,

@@ -43,6 +43,8 @@ async fn the_daemon_serves_health_and_metrics_and_turns_unready_when_panther_is_
     assert_eq!(get("/healthz").await.0, 200);
     eventually(Duration::from_secs(10), "ready after the first poll", async || get("/readyz").await.0 == 200).await;
     eventually(Duration::from_secs(10), "m1 triaged", async || env.comment_count("m1") == 1).await;
+    let check = crate::daemon::run_bin(vec!["check-health".into(), "--url".into(), format!("{base}/readyz")]).await;
+    assert!(check.status.success(), "{}", crate::text(&check.stderr));
     let (status, metrics) = get("/metrics").await;
     assert_eq!(status, 200);
     for name in [
@@ -66,6 +68,9 @@ async fn the_daemon_serves_health_and_metrics_and_turns_unready_when_panther_is_
     let (_, why) = get("/readyz").await;
     assert!(why.contains("last successful poll") || why.contains("last poll error"), "{why}");
     assert_eq!(get("/healthz").await.0, 200, "alive all the same");
+    let check = crate::daemon::run_bin(vec!["check-health".into(), "--url".into(), format!("{base}/readyz")]).await;
+    assert_eq!(check.status.code(), Some(1));
+    assert!(crate::text(&check.stderr).contains("not ready (HTTP 503)"), "{}", crate::text(&check.stderr));
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), daemon).await.unwrap().unwrap().unwrap();
 }
