@@ -330,9 +330,11 @@ impl Ledger {
                     a.last_received_event_at,
                     now,
                 ])?;
-                // A webhook delivery known by its ID only is new to the poller too: its data arrives here.
-                let filled = n == 0 && fill_stub(&mut fill, a, &now)? == 1;
-                fresh.push(n == 1 || filled);
+                // A webhook delivery known by its ID only gets its data here (it is not new).
+                if n == 0 {
+                    fill_stub(&mut fill, a, &now)?;
+                }
+                fresh.push(n == 1);
             }
         }
         if let Some(w) = watermark {
@@ -693,9 +695,12 @@ pub struct Decided<'a> {
     pub digest: Option<&'a str>,
 }
 
+// A webhook alert given up on (Panther did not serve it) is worked again once the poller finds it.
 const FILL_STUB: &str =
     "UPDATE alerts SET created_at = ?2, created_ms = ?3, detection_id = ?4, title = ?5, severity = ?6,
-     status = ?7, event_count = ?8, last_event_at = ?9, fetched = 1, updated_at = ?10
+     status = ?7, event_count = ?8, last_event_at = ?9, fetched = 1, updated_at = ?10,
+     stage = CASE stage WHEN 'failed' THEN 'pending' ELSE stage END,
+     reason = CASE stage WHEN 'failed' THEN NULL ELSE reason END
      WHERE id = ?1 AND fetched = 0";
 
 fn fill_stub(st: &mut rusqlite::CachedStatement<'_>, a: &Alert, now: &str) -> rusqlite::Result<usize> {
@@ -768,8 +773,7 @@ mod tests {
         assert!(!e.fetched && e.stage == Stage::Pending);
         let mut a = alert("w1", "2026-01-01T00:00:00Z");
         a.status_raw = "OPEN".into();
-        assert_eq!(l.record_page(std::slice::from_ref(&a), "poll", None).unwrap(), [true], "the poller fills it");
-        assert_eq!(l.record_page(&[a], "poll", None).unwrap(), [false], "once");
+        assert_eq!(l.record_page(std::slice::from_ref(&a), "poll", None).unwrap(), [false], "known, so not new");
         let e = l.require("w1").unwrap();
         assert!(e.fetched);
         assert_eq!(e.status, "OPEN");

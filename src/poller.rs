@@ -113,6 +113,8 @@ pub struct Pipeline<A> {
     resume: Mutex<Option<AlertQuery>>,
     /// Rung by the webhook receiver: an alert is waiting in the ledger.
     wake: tokio::sync::Notify,
+    /// Set with `wake`, cleared when the backlog is worked: lets long steps (re-triage) yield.
+    wake_pending: AtomicBool,
     stopping: AtomicBool,
 }
 
@@ -139,6 +141,7 @@ impl<A: PantherApi> Pipeline<A> {
             prefetched: Mutex::new(HashMap::new()),
             resume: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            wake_pending: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
         }
     }
@@ -250,6 +253,7 @@ impl<A: PantherApi> Pipeline<A> {
     /// Panther failure stops the step (the rest waits for the next tick); an alert Panther refuses
     /// for good is marked failed with the reason.
     pub async fn process(&self) -> Result<ProcessReport, PipelineError> {
+        self.wake_pending.store(false, Ordering::SeqCst);
         let mut r = ProcessReport::default();
         let mut batch = Vec::new();
         let mut comments = Vec::new();
@@ -353,7 +357,12 @@ impl<A: PantherApi> Pipeline<A> {
     /// Tells the loop an alert is waiting in the ledger (a webhook delivery): it works the backlog
     /// now rather than at the next interval.
     pub fn wake(&self) {
+        self.wake_pending.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+
+    pub(crate) fn wake_pending(&self) -> bool {
+        self.wake_pending.load(Ordering::SeqCst)
     }
 
     /// Works the ledger's backlog without polling (what a webhook delivery needs).
@@ -471,6 +480,21 @@ impl<A: PantherApi> Pipeline<A> {
                     &fetched
                 }
                 Err(err) if err.status() == Some(404) => {
+                    // Panther may push an alert before its API serves it: wait through the poll
+                    // overlap (the poller fills the row when it lists the alert), then give up.
+                    let young = e.created.is_none_or(|c| {
+                        Utc::now() - c < chrono::Duration::from_std(self.cfg.poll.overlap).unwrap_or_default()
+                    });
+                    if young {
+                        info!(
+                            stage = "webhook",
+                            outcome = "waiting",
+                            "Panther does not serve this alert yet; trying again next tick"
+                        );
+                        self.ledger.note_attempt(&e.id, &err.to_string())?;
+                        r.deferred += 1;
+                        return Ok(());
+                    }
                     let why = format!("Panther has no alert {} (a webhook delivered an ID it does not know)", e.id);
                     warn!(stage = "webhook", outcome = "failed", "{why}");
                     self.ledger.set_stage(&e.id, Stage::Failed, Some(&why))?;

@@ -38,25 +38,31 @@ impl<A: PantherApi> Pipeline<A> {
             if self.stopping() {
                 break;
             }
+            if self.wake_pending() {
+                break; // a webhook delivery waits: new alerts first
+            }
             let span = tracing::info_span!("alert", alert_id = %e.id, detection_id = %e.detection_id);
+            // Noted first, so an alert Panther keeps failing on goes behind the others.
+            self.ledger.checked(&e.id, e.event_count, None)?;
             let a = match self.api.get_alert(&e.id).instrument(span.clone()).await {
                 Ok(a) => a,
-                Err(err) if err.retry_later() || err.outcome_unknown() => {
+                Err(err) if everyone_fails(&err) => {
                     warn!(alert_id = %e.id, stage = "retriage", outcome = "deferred", error = %err, "Panther is not answering; re-triage waits for the next tick");
                     break;
                 }
                 Err(err) => {
-                    // Deleted since, say: nothing to re-check; note it so others go first.
                     warn!(alert_id = %e.id, stage = "retriage", error = %err, "cannot re-check this alert");
-                    self.ledger.checked(&e.id, e.event_count, None)?;
                     continue;
                 }
             };
             r.checked += 1;
+            // Resolved or closed by an analyst since: not ours to edit or re-status any more.
+            if !a.status.is_some_and(|s| self.cfg.filter.statuses.contains(&s)) {
+                continue;
+            }
             let grown = a.event_count > e.event_count
                 || matches!((&a.last_received_event_at, &e.last_event_at), (Some(new), Some(old)) if newer(new, old))
                 || (a.last_received_event_at.is_some() && e.last_event_at.is_none() && a.event_count > 0);
-            self.ledger.checked(&e.id, e.event_count, None)?;
             if !grown {
                 continue;
             }
@@ -122,6 +128,19 @@ impl<A: PantherApi> Pipeline<A> {
         }
         Ok(r)
     }
+}
+
+/// Whether an error says Panther is failing every request now (no connection, throttled, the key
+/// refused), rather than failing on this one alert.
+fn everyone_fails(err: &crate::panther::ApiError) -> bool {
+    use crate::panther::ApiError;
+    matches!(
+        err,
+        ApiError::Connect { .. }
+            | ApiError::Unauthorized { .. }
+            | ApiError::Incompatible { .. }
+            | ApiError::Timeout { .. }
+    ) || err.status() == Some(429)
 }
 
 /// Whether time `a` is later than time `b` (RFC 3339; text that does not parse compares as text).

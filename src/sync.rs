@@ -175,8 +175,14 @@ impl<A: PantherApi> Pipeline<A> {
                 r.comments_updated += 1;
                 Ok(())
             }
-            Err(e) if e.outcome_unknown() => Err(e.into()),
-            Err(e) => self.refused(w, e, r),
+            Err(e) if e.outcome_unknown() || e.retry_later() => Err(e.into()),
+            Err(e) => {
+                // Our comment is gone (an analyst deleted it) or cannot be edited: the revision's
+                // edit is given up; the alert keeps its earlier comment and stays triaged.
+                error!(alert_id = %w.alert_id, stage = "sync", outcome = "refused", error = %e, "Panther refused the comment edit");
+                self.ledger.finish_write(w.id, WriteState::Failed, None, Some(&e.to_string()))?;
+                Ok(())
+            }
         }
     }
 

@@ -873,3 +873,77 @@ both_transports!(
     a_webhook_alert_is_triaged_once_though_delivered_twice_and_polled_too,
     an_alert_that_grows_gets_its_comment_edited_not_a_second_one,
 );
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_alert_panther_does_not_serve_yet_waits_and_is_triaged_when_it_does() {
+    let env = Env::new(Api::Rest).await;
+    let p = std::sync::Arc::new(env.pipeline(WEBHOOK));
+    let url = webhook_for(&p).await;
+    // Pushed before Panther's API serves it.
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("X-Triage-Secret", "CANARY-HOOK-77")
+        .json(&delivery("early"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let r = p.process_now().await.unwrap();
+    assert_eq!((r.process.failed, r.process.deferred), (0, 1), "{r:?}");
+    assert_eq!(p.ledger().get("early").unwrap().unwrap().stage, Stage::Pending);
+    env.fake.add_alert(alert("early", ago(0), "Okta.X", "t"), ip_event("198.51.100.7"));
+    p.process_now().await.unwrap();
+    assert_eq!(env.comment_count("early"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn re_triage_goes_on_past_an_alert_panther_keeps_failing_on_and_leaves_resolved_alerts_alone() {
+    let env = Env::new(Api::Rest).await;
+    for id in ["f1", "f2", "f3"] {
+        env.fake.add_alert(alert(id, ago(5), "Okta.X", id), ip_event("10.0.0.1"));
+    }
+    let p = env.pipeline("");
+    p.drain().await.unwrap();
+    for id in ["f1", "f2", "f3"] {
+        env.fake.push_events(id, ip_event("198.51.100.7"));
+    }
+    // An analyst resolved f3 meanwhile: its comment and status are no longer ours to change.
+    let resolved = reqwest::Client::new()
+        .patch(format!("{}/alerts", env.server.url()))
+        .header("X-API-Key", crate::daemon::KEY)
+        .json(&json!({"ids": ["f3"], "status": "RESOLVED"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resolved.status().is_success());
+    // The first alert re-checked fails every attempt (1 + max_retries).
+    env.fake.inject(Route::GetAlert, Fault::ServerError { status: 503 }, 4);
+    let r = p.drain().await.unwrap();
+    assert_eq!(r.retriage.revised, 1, "{:?}", r.retriage);
+    let revised: Vec<&str> = ["f1", "f2"]
+        .into_iter()
+        .filter(|id| env.fake.comments(id)[0]["body"].as_str().unwrap().contains(&format!("panther-triage:{id}:2")))
+        .collect();
+    assert_eq!(revised.len(), 1, "the other one was revised though one failed: {revised:?}");
+    p.drain().await.unwrap();
+    for id in ["f1", "f2"] {
+        assert!(env.fake.comments(id)[0]["body"].as_str().unwrap().contains(&format!("panther-triage:{id}:2")), "{id}");
+    }
+    assert!(env.fake.comments("f3")[0]["body"].as_str().unwrap().contains("panther-triage:f3:1"));
+    assert_eq!(env.fake.alert("f3").unwrap()["status"], "RESOLVED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_comment_edit_panther_refuses_fails_that_write_not_the_alert() {
+    let env = Env::new(Api::Rest).await;
+    env.fake.add_alert(alert("e1", ago(5), "Okta.X", "t"), ip_event("10.0.0.1"));
+    let p = env.pipeline("");
+    p.drain().await.unwrap();
+    env.fake.push_events("e1", ip_event("198.51.100.7"));
+    env.fake.inject(Route::UpdateComment, Fault::ServerError { status: 404 }, 1);
+    let r = p.drain().await.unwrap();
+    assert_eq!(r.retriage.revised, 1, "{:?}", r.retriage);
+    let e = p.ledger().get("e1").unwrap().unwrap();
+    assert_eq!(e.stage, Stage::Done, "{e:?}");
+    assert_eq!(env.comment_count("e1"), 1, "no second comment either");
+}
