@@ -765,6 +765,27 @@ mod tests {
     }
 
     #[test]
+    fn a_state_file_from_the_first_schema_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute(
+                "INSERT INTO alerts (id, created_at, detection_id, title, severity, status, source, stage, first_seen,
+                     updated_at) VALUES ('old', '2026-01-01T00:00:00Z', 'D', 't', 'HIGH', 'OPEN', 'poll', 'done', 'x', 'x')",
+                [],
+            )
+            .unwrap();
+        }
+        let l = Ledger::open(&path).unwrap();
+        assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let e = l.require("old").unwrap();
+        assert!(e.fetched && e.stage == Stage::Done && e.digest.is_none(), "{e:?}");
+    }
+
+    #[test]
     fn a_webhook_delivery_is_a_stub_until_read_and_the_poller_fills_it_once() {
         let l = Ledger::in_memory().unwrap();
         assert!(l.record_webhook("w1", "2026-01-01T00:00:00Z", "Okta.X", "t", "HIGH").unwrap());
