@@ -310,29 +310,20 @@ impl Ledger {
         let mut fresh = Vec::with_capacity(alerts.len());
         {
             let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO alerts (id, created_at, created_ms, detection_id, title, severity, status, source,
-                     stage, event_count, last_event_at, first_seen, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?10, ?11, ?11)",
+                "INSERT OR IGNORE INTO alerts (id, created_at, created_ms, detection_id, title, severity, status,
+                     event_count, last_event_at, first_seen, updated_at, source, stage)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, 'pending')",
             )?;
             let mut fill = tx.prepare_cached(FILL_STUB)?;
             let now = now();
             for a in alerts {
-                let n = ins.execute(params![
-                    a.id,
-                    a.created_at_raw,
-                    a.created_at.map(|t| t.timestamp_millis()),
-                    a.detection_id,
-                    a.title,
-                    a.severity_raw,
-                    a.status_raw,
-                    source,
-                    a.event_count,
-                    a.last_received_event_at,
-                    now,
-                ])?;
+                let ms = a.created_at.map(|t| t.timestamp_millis());
+                let mut values = alert_values(a, &ms, &now).to_vec();
+                values.push(&source);
+                let n = ins.execute(&*values)?;
                 // A webhook delivery known by its ID only gets its data here (it is not new).
                 if n == 0 {
-                    fill_stub(&mut fill, a, &now)?;
+                    fill.execute(alert_values(a, &ms, &now))?;
                 }
                 fresh.push(n == 1);
             }
@@ -383,8 +374,8 @@ impl Ledger {
     /// Fills an alert known by its ID only with what Panther says of it.
     pub fn fill(&self, a: &Alert) -> Result<(), LedgerError> {
         let conn = self.conn();
-        let mut st = conn.prepare_cached(FILL_STUB)?;
-        fill_stub(&mut st, a, &now())?;
+        let ms = a.created_at.map(|t| t.timestamp_millis());
+        conn.prepare_cached(FILL_STUB)?.execute(alert_values(a, &ms, &now()))?;
         Ok(())
     }
 
@@ -703,19 +694,24 @@ const FILL_STUB: &str =
      reason = CASE stage WHEN 'failed' THEN NULL ELSE reason END
      WHERE id = ?1 AND fetched = 0";
 
-fn fill_stub(st: &mut rusqlite::CachedStatement<'_>, a: &Alert, now: &str) -> rusqlite::Result<usize> {
-    st.execute(params![
-        a.id,
-        a.created_at_raw,
-        a.created_at.map(|t| t.timestamp_millis()),
-        a.detection_id,
-        a.title,
-        a.severity_raw,
-        a.status_raw,
-        a.event_count,
-        a.last_received_event_at,
+/// An alert's columns, in the order `FILL_STUB` and `record_page`'s insert number them (?1..?10).
+fn alert_values<'a>(
+    a: &'a Alert,
+    created_ms: &'a Option<i64>,
+    now: &'a dyn rusqlite::ToSql,
+) -> [&'a dyn rusqlite::ToSql; 10] {
+    [
+        &a.id,
+        &a.created_at_raw,
+        created_ms,
+        &a.detection_id,
+        &a.title,
+        &a.severity_raw,
+        &a.status_raw,
+        &a.event_count,
+        &a.last_received_event_at,
         now,
-    ])
+    ]
 }
 
 /// Moves a `writing` alert to `done` once none of its writes is an open intent.
