@@ -140,10 +140,24 @@ pub fn check_config(a: CheckConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The configuration (which may hold the key) and the key file should be the service's alone.
+fn warn_if_readable_by_others(cfg: &Config) {
+    let mut files = vec![("configuration", cfg.file.clone())];
+    if let crate::config::SecretSource::File(p) = &cfg.panther.api_key_source {
+        files.push(("API key file", p.clone()));
+    }
+    for (what, path) in files {
+        if crate::private_file::readable_by_others(&path) {
+            tracing::warn!(stage = "start", file = %path.display(), "the {what} is readable by other users; `chmod o-r` it (the key must be the service's alone)");
+        }
+    }
+}
+
 /// What every daemon command starts with: the checked configuration, logging, a runtime, the pipeline.
 fn start(config: &Path, dry_run: bool) -> anyhow::Result<(tokio::runtime::Runtime, Pipeline<Client>)> {
     let cfg = load_config(config)?;
     init_logging(&cfg);
+    warn_if_readable_by_others(&cfg);
     let rt = runtime()?;
     Ok((rt, build(cfg, dry_run)?))
 }

@@ -277,14 +277,14 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
         for r in &rows {
             r.write_to(&mut buf);
         }
-        std::fs::write(path, buf).with_context(|| format!("cannot write {}", path.display()))?;
+        crate::private_file::write(path, buf).with_context(|| format!("cannot write {}", path.display()))?;
     }
     if let Some(path) = &a.enriched {
         let mut body = enriched.join("\n");
         if !body.is_empty() {
             body.push('\n');
         }
-        std::fs::write(path, body).with_context(|| format!("cannot write {}", path.display()))?;
+        crate::private_file::write(path, body).with_context(|| format!("cannot write {}", path.display()))?;
     }
 
     let mut out = std::io::stdout().lock();

@@ -237,6 +237,11 @@ impl Ledger {
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
         }
+        // Private from the start: SQLite gives the WAL and shared-memory files the same mode.
+        crate::private_file::ensure(path).map_err(|e| LedgerError::Open {
+            path: shown.clone(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
         let conn = Connection::open(path).map_err(|source| LedgerError::Open { path: shown.clone(), source })?;
         Ledger::init(conn, &shown)
     }
@@ -758,6 +763,20 @@ mod tests {
 
     fn decided(verdict: &str, event_count: i64) -> Decided<'_> {
         Decided { verdict, rule: None, event_count, last_event_at: None, digest: Some("d1") }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_state_file_and_its_journal_are_the_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let l = Ledger::open(&path).unwrap();
+        l.record_page(&[alert("a", "2026-01-01T00:00:00Z")], "poll", None).unwrap();
+        for f in ["state.db", "state.db-wal", "state.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f}");
+        }
     }
 
     #[test]

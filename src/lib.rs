@@ -33,6 +33,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod panther;
 pub mod poller;
+pub mod private_file;
 pub mod regex;
 pub mod render;
 pub mod retriage;

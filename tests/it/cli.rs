@@ -46,6 +46,12 @@ fn enrich_reports_tables_and_matches_and_writes_both_outputs() {
     assert!(stdout.contains("table tor_exit_nodes: 6 rows, 6 eligible, 0 rejected"), "{stdout}");
     assert!(stdout.contains("table watchlist: 5 rows, 3 eligible, 0 rejected"), "{stdout}");
     assert!(stdout.contains("alerts 40, events 200, lookups 785, matches 187"), "{stdout}");
+    #[cfg(unix)]
+    for f in [&tsv, &enriched] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} holds alert data: the owner's alone", f.display());
+    }
 
     let tsv = std::fs::read_to_string(tsv).unwrap();
     assert_eq!(tsv.lines().count(), 187);

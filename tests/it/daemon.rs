@@ -947,3 +947,21 @@ async fn a_comment_edit_panther_refuses_fails_that_write_not_the_alert() {
     assert_eq!(e.stage, Stage::Done, "{e:?}");
     assert_eq!(env.comment_count("e1"), 1, "no second comment either");
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configuration_other_users_can_read_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(Api::Rest).await;
+    let cfg = env.config("[log]\nformat = \"text\"\n");
+    let run = |cfg: &PathBuf| run_bin(vec!["once".into(), "-c".into(), cfg.display().to_string()]);
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(&cfg).await;
+    assert!(out.status.success(), "{}", crate::text(&out.stderr));
+    assert!(crate::text(&out.stderr).contains("readable by other users"), "{}", crate::text(&out.stderr));
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&cfg).await;
+    assert!(!crate::text(&out.stderr).contains("readable by other users"));
+    let state = std::fs::metadata(env.dir.path().join("state.db")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(state, 0o600, "the state file is the service's alone");
+}
