@@ -9,6 +9,7 @@ mod graphql;
 mod live;
 mod openapi;
 mod peer;
+mod secrets;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
