@@ -97,6 +97,11 @@ pub(super) async fn handle(State(fake): State<FakePanther>, request: Request) ->
         tokio::time::sleep(*delay).await;
     }
 
+    if let (true, Some(Fault::Raw { status, content_type, body })) = (authorized, &fault) {
+        let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+        fake.lock().requests[index].status = status.as_u16();
+        return (status, [(header::CONTENT_TYPE, *content_type)], body.clone()).into_response();
+    }
     let answer = if sent_key.is_none() {
         Err(ApiError { status: StatusCode::UNAUTHORIZED, message: "missing X-API-Key header".into() })
     } else if !authorized {

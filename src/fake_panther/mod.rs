@@ -151,6 +151,9 @@ pub enum Fault {
     ServerError { status: u16 },
     /// The normal answer, after this delay (on top of [`FakePanther::set_latency`]).
     Delay(Duration),
+    /// This answer instead of the real one, nothing done: a truncated JSON page, an HTML error
+    /// page with a 200, bytes that are not UTF-8.
+    Raw { status: u16, content_type: &'static str, body: Vec<u8> },
     /// The request is carried out (a comment is stored, a PATCH applied), then the connection dies
     /// before a complete answer reaches the client: the case where only re-reading tells the client
     /// whether its write happened. Meant for `CreateComment`, `UpdateComment`, `PatchAlerts` and a

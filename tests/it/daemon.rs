@@ -130,7 +130,7 @@ impl Env {
     }
 
     /// Requests that change something at Panther: REST writes, GraphQL mutations.
-    fn writes(&self) -> usize {
+    pub(crate) fn writes(&self) -> usize {
         let write = |r: &Recorded| match r.route() {
             Some(Route::Graphql) => r.body.as_deref().is_some_and(|b| b.contains("mutation")),
             _ => r.method != "GET",

@@ -2,6 +2,7 @@
 //! reference in `../shared/tools` (set `PANTHER_TRIAGE_SHARED` to put that folder elsewhere).
 //! Nothing here reaches anything but local files.
 
+mod catalogue;
 mod cli;
 mod config;
 mod daemon;
