@@ -57,7 +57,12 @@ pub fn outside(format: CommentFormat, v: &str) -> String {
     }
     match format {
         CommentFormat::Html => escape_html(&capped),
-        CommentFormat::PlainText => capped.chars().map(|c| if c.is_control() { ' ' } else { c }).collect(),
+        // Line and paragraph separators too: a value must not start a line of its own (one that
+        // could pass for our marker to a reader).
+        CommentFormat::PlainText => capped
+            .chars()
+            .map(|c| if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') { ' ' } else { c })
+            .collect(),
     }
 }
 

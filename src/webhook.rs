@@ -32,7 +32,7 @@ use crate::poller::Pipeline;
 /// The largest delivery accepted. Panther's alert payloads are a few KiB.
 pub const MAX_BODY: usize = 1024 * 1024;
 /// The longest alert ID accepted (Panther's are 32 hex characters).
-const MAX_ID: usize = 512;
+const MAX_ID: usize = crate::panther::MAX_ALERT_ID;
 
 struct Shared<A> {
     pipeline: Arc<Pipeline<A>>,

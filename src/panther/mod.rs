@@ -150,6 +150,10 @@ impl Alert {
     pub fn from_map(obj: &serde_json::Map<String, serde_json::Value>) -> Result<Alert, String> {
         let text = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let id = match obj.get("id") {
+            // Panther's IDs are 32 hex characters; a huge one would not fit a comment's marker.
+            Some(serde_json::Value::String(id)) if id.len() > MAX_ALERT_ID => {
+                return Err(format!("`id` is over {MAX_ALERT_ID} bytes"))
+            }
             Some(serde_json::Value::String(id)) if !id.is_empty() => id.clone(),
             Some(serde_json::Value::String(_)) => return Err("empty `id`".into()),
             Some(_) => return Err("`id` is not a string".into()),
@@ -178,6 +182,9 @@ impl Alert {
         })
     }
 }
+
+/// The longest alert ID accepted from Panther or a webhook delivery.
+pub const MAX_ALERT_ID: usize = 512;
 
 /// Parses an RFC 3339 time into UTC.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {

@@ -101,6 +101,9 @@ impl RestClient {
             .use_rustls_tls()
             .user_agent(concat!("panther-triage/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(s.timeout.min(Duration::from_secs(10)))
+            // A redirect could carry the key (a custom header, which reqwest keeps across hosts)
+            // somewhere else: Panther's API does not redirect, so none is followed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ApiError::Connect {
                 op: Op::ListAlerts,

@@ -3,6 +3,7 @@
 //! Nothing here reaches anything but local files.
 
 mod catalogue;
+mod chaos;
 mod cli;
 mod config;
 mod daemon;
@@ -10,6 +11,7 @@ mod graphql;
 mod live;
 mod openapi;
 mod peer;
+mod props;
 mod secrets;
 
 use std::path::{Path, PathBuf};
