@@ -4,10 +4,11 @@
 //! exactly one comment of ours (edited in place when it was re-triaged), no ineligible alert has one,
 //! and the malicious ones are TRIAGED.
 //!
-//! `PANTHER_TRIAGE_CHAOS_KILLS` (default 8) sets the number of kills, `PANTHER_TRIAGE_CHAOS_SEED`
-//! replays a run (the seed is printed; the daemon's log is kept under the target's tmp folder when
-//! the test fails, or always with `PANTHER_TRIAGE_CHAOS_KEEP=1`). The long run:
-//! `PANTHER_TRIAGE_CHAOS_KILLS=30 cargo test --test it chaos -- --nocapture`.
+//! `PANTHER_TRIAGE_CHAOS_KILLS` (default 30) sets the number of kills, `PANTHER_TRIAGE_CHAOS_API=graphql`
+//! runs it over GraphQL (default REST), `PANTHER_TRIAGE_CHAOS_SEED` replays a run's choices (the seed
+//! is printed). The daemon's log and ledger are kept under the target's tmp folder when the test
+//! fails, or always with `PANTHER_TRIAGE_CHAOS_KEEP=1`. The long run:
+//! `PANTHER_TRIAGE_CHAOS_KILLS=100 cargo test --test it chaos -- --nocapture`.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -16,7 +17,7 @@ use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use panther_triage::fake_panther::{FakePanther, Fault, Route};
+use panther_triage::fake_panther::{FakePanther, Fault, Recorded, Route};
 use serde_json::{json, Value};
 
 use crate::daemon::{alert, ip_event, Api, Env, KEY};
@@ -98,6 +99,7 @@ impl Planted {
 /// The alerts and growth the test feeds the fake, and the faults it queues.
 struct World {
     fake: FakePanther,
+    api: Api,
     rng: Rng,
     planted: Vec<Planted>,
     /// Eligible alerts not seen with a comment yet (for sniping).
@@ -215,7 +217,7 @@ impl World {
     }
 
     /// Keeps feeding, a change every 15-60 ms, until `until`. When `snipe`, returns early instead,
-    /// 0-4 ms after a first comment lands on an alert: a SIGKILL then may fall between Panther
+    /// 0-2 ms after a first comment lands on an alert: a SIGKILL then may fall between Panther
     /// storing the comment and the ledger recording it. Returns what ended the round.
     async fn feed_until(&mut self, until: Instant, snipe: bool) -> String {
         // Only a comment that lands in this round counts.
@@ -232,7 +234,7 @@ impl World {
             }
             if snipe {
                 if let Some(id) = self.first_comment_landed() {
-                    let after = self.rng.between(0, 4);
+                    let after = self.rng.between(0, 2);
                     tokio::time::sleep(Duration::from_millis(after)).await;
                     return format!("{after} ms after the comment on {id} landed");
                 }
@@ -255,38 +257,58 @@ impl World {
         landed
     }
 
-    /// Queues 1-3 faults for this round; returns what they are.
+    /// Queues 0-2 faults for this round (one on average: more, and the daemon does little but
+    /// wait between kills); returns what they are.
     fn inject_round_faults(&mut self) -> Vec<String> {
         use Route::*;
         let any = [ListAlerts, ListEvents, GetAlert, ListComments, CreateComment, UpdateComment, PatchAlerts];
         let mut said = Vec::new();
-        for _ in 0..self.rng.between(1, 3) {
+        for _ in 0..self.rng.pick(&[0, 1, 1, 2]) {
             let (route, fault, times) = match self.rng.below(6) {
                 0 => {
-                    let retry_after_secs = self.rng.between(0, 1);
-                    (self.rng.pick(&any), Fault::TooManyRequests { retry_after_secs }, self.rng.between(1, 3))
+                    let retry_after_secs = u64::from(self.rng.percent(30));
+                    (self.rng.pick(&any), Fault::TooManyRequests { retry_after_secs }, self.rng.between(1, 2))
                 }
                 1 => {
                     let status = self.rng.pick(&[500, 502, 503]);
                     let route = self.rng.pick(&[ListAlerts, ListEvents, CreateComment, PatchAlerts, UpdateComment]);
-                    (route, Fault::ServerError { status }, self.rng.between(1, 4))
+                    (route, Fault::ServerError { status }, self.rng.between(1, 3))
                 }
                 2 => {
                     let status = self.rng.pick(&[500, 503]);
                     (self.rng.pick(&any), Fault::ServerError { status }, self.rng.between(1, 3))
                 }
                 3 => {
+                    // Some past `panther.timeout` (1 s): the client gives up, the outcome is unknown.
                     let delay = Duration::from_millis(self.rng.between(100, 1500));
-                    (self.rng.pick(&any), Fault::Delay(delay), self.rng.between(1, 2))
+                    (self.rng.pick(&any), Fault::Delay(delay), 1)
                 }
                 4 => (CreateComment, Fault::CommitThenDrop, self.rng.between(1, 2)),
                 _ => (self.rng.pick(&[CreateComment, UpdateComment, PatchAlerts]), Fault::CommitThenDrop, 1),
             };
-            self.fake.inject(route, fault.clone(), times as usize);
+            self.inject(route, fault.clone(), times as usize);
             self.faults += times;
             said.push(format!("{route:?} {fault:?} x{times}"));
         }
         said
+    }
+
+    /// Queues a fault on a REST route or, over GraphQL, on the operation that does its work (listing
+    /// and editing comments are REST under both).
+    fn inject(&self, route: Route, fault: Fault, times: usize) {
+        let operation = match (self.api, route) {
+            (Api::Rest, _) => None,
+            (_, Route::ListAlerts) => Some("ListAlerts"),
+            (_, Route::ListEvents) => Some("AlertEvents"),
+            (_, Route::GetAlert) => Some("GetAlert"),
+            (_, Route::CreateComment) => Some("CreateAlertComments"),
+            (_, Route::PatchAlerts) => Some("UpdateAlertStatus"),
+            _ => None,
+        };
+        match operation {
+            Some(op) => self.fake.inject_graphql(op, fault, times),
+            None => self.fake.inject(route, fault, times),
+        }
     }
 
     /// What the fake holds against what each alert is owed.
@@ -408,8 +430,12 @@ impl Tally {
 }
 
 fn config(env: &Env) -> PathBuf {
+    let api = match env.api {
+        Api::Rest => "rest",
+        Api::Graphql => "graphql",
+    };
     let text = format!(
-        "[panther]\nurl = \"{url}\"\napi_key = \"{KEY}\"\napi = \"rest\"\nrequests_per_second = 1000\n\
+        "[panther]\nurl = \"{url}\"\napi_key = \"{KEY}\"\napi = \"{api}\"\nrequests_per_second = 1000\n\
          timeout = \"1s\"\nretry_backoff = \"20ms\"\nmax_retries = 2\n\
          [poll]\ninterval = \"{POLL_INTERVAL}\"\nlookback = \"1h\"\noverlap = \"10m\"\nmax_alerts_per_tick = 10\n\
          [filter]\nstatuses = [\"OPEN\"]\nseverities = [\"CRITICAL\", \"HIGH\", \"MEDIUM\"]\n\
@@ -431,8 +457,20 @@ fn note(log: &Path, text: &str) {
     writeln!(f, "===== {text}").unwrap();
 }
 
+/// The daemon under test, killed if the test ends (or fails) without stopping it.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `run -c cfg`, its stdout and stderr appended to `log` after a header line.
-fn start(cfg: &Path, log: &Path, header: &str) -> Child {
+fn start(cfg: &Path, log: &Path, header: &str) -> Daemon {
     note(log, header);
     let f = OpenOptions::new().append(true).open(log).unwrap();
     let out: File = f.try_clone().unwrap();
@@ -443,6 +481,7 @@ fn start(cfg: &Path, log: &Path, header: &str) -> Child {
         .stdout(out)
         .stderr(f)
         .spawn()
+        .map(Daemon)
         .unwrap()
 }
 
@@ -462,9 +501,13 @@ async fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     None
 }
 
-/// Requests that write: comments, edits, PATCHes.
+/// Requests that write: comments, edits, PATCHes, GraphQL mutations.
 fn writes(fake: &FakePanther) -> usize {
-    fake.requests().iter().filter(|r| r.method != "GET").count()
+    let write = |r: &Recorded| match r.route() {
+        Some(Route::Graphql) => r.body.as_deref().is_some_and(|b| b.contains("mutation")),
+        _ => r.method != "GET",
+    };
+    fake.requests().iter().filter(|r| write(r)).count()
 }
 
 fn env_number(name: &str) -> Option<u64> {
@@ -479,8 +522,13 @@ fn log_excerpt(log: &Path, id: Option<&str>, n: usize) -> String {
     let mut s = String::new();
     if let Some(id) = id {
         let needle = format!("alert_id={id}");
-        let about: Vec<&str> =
-            lines.iter().copied().filter(|l| l.contains(&needle) || l.starts_with("=====")).collect();
+        // `alert_id=c4`, not `alert_id=c45`.
+        let names = |l: &str| {
+            l.match_indices(&needle).any(|(at, _)| {
+                !l[at + needle.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+        };
+        let about: Vec<&str> = lines.iter().copied().filter(|l| names(l) || l.starts_with("=====")).collect();
         s.push_str(&format!("--- log lines about {id} (last {n}) ---\n"));
         for l in &about[about.len().saturating_sub(n)..] {
             s.push_str(l);
@@ -508,17 +556,23 @@ fn keep(dir: &Path, seed: u64) -> PathBuf {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn killed_at_random_under_faults_it_misses_nothing_and_writes_nothing_twice() {
-    let kills = env_number("PANTHER_TRIAGE_CHAOS_KILLS").unwrap_or(8);
+    let kills = env_number("PANTHER_TRIAGE_CHAOS_KILLS").unwrap_or(30);
     let seed = env_number("PANTHER_TRIAGE_CHAOS_SEED").unwrap_or_else(|| {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         t.as_nanos() as u64 % 1_000_000_007
     });
-    println!("chaos: seed {seed} (PANTHER_TRIAGE_CHAOS_SEED={seed} replays its choices)");
-    let env = Env::new(Api::Rest).await;
+    let api = match std::env::var("PANTHER_TRIAGE_CHAOS_API").as_deref() {
+        Err(_) | Ok("rest") => Api::Rest,
+        Ok("graphql") => Api::Graphql,
+        Ok(other) => panic!("PANTHER_TRIAGE_CHAOS_API={other:?}: rest or graphql"),
+    };
+    println!("chaos: seed {seed}, {api:?} (PANTHER_TRIAGE_CHAOS_SEED={seed} replays its choices)");
+    let env = Env::new(api).await;
     let cfg = config(&env);
     let log = env.dir.path().join("daemon.log");
     let mut world = World {
         fake: env.fake.clone(),
+        api,
         rng: Rng::new(seed),
         planted: Vec::new(),
         awaiting: Vec::new(),
@@ -538,22 +592,22 @@ async fn killed_at_random_under_faults_it_misses_nothing_and_writes_nothing_twic
         env.fake.set_latency(latency);
         let faults = world.inject_round_faults();
         let after = Duration::from_millis(world.rng.between(50, 800));
-        // Half the rounds end at a random moment; the others at one when a write is in hand.
-        let snipe = world.rng.percent(50);
+        // Most rounds end when a write is in hand, the others at a random moment.
+        let snipe = world.rng.percent(70);
         let line = format!(
             "round {round} at {:.2}s: latency {latency:?}, faults [{}], SIGKILL after {after:?}{}",
             started.elapsed().as_secs_f64(),
             faults.join("; "),
             if snipe { " or when a comment lands" } else { "" }
         );
-        let mut child = start(&cfg, &log, &line);
+        let Daemon(child) = &mut start(&cfg, &log, &line);
         let ended = world.feed_until(Instant::now() + after, snipe).await;
         if let Some(status) = child.try_wait().unwrap() {
             died.push(format!("round {round}: the daemon exited by itself ({status})"));
         }
-        child.kill().unwrap(); // SIGKILL
+        let _ = child.kill(); // SIGKILL
         journal.push(format!("{line}: killed {ended}"));
-        assert!(wait_exit(&mut child, Duration::from_secs(10)).await.is_some(), "SIGKILL did not end the daemon");
+        assert!(wait_exit(child, Duration::from_secs(10)).await.is_some(), "SIGKILL did not end the daemon");
         note(&log, &format!("SIGKILL {ended}"));
     }
 
@@ -563,8 +617,9 @@ async fn killed_at_random_under_faults_it_misses_nothing_and_writes_nothing_twic
     // check below says what is wrong), or after 40 seconds in any case.
     env.fake.set_latency(Duration::ZERO);
     let line = format!("settle at {:.2}s: no new faults, no new alerts", started.elapsed().as_secs_f64());
-    let mut child = start(&cfg, &log, &line);
+    let Daemon(child) = &mut start(&cfg, &log, &line);
     journal.push(line);
+    let answered_before = world.planted.iter().filter(|p| !env.fake.comments(&p.id).is_empty()).count();
     let settle_start = Instant::now();
     let (mut seen, mut quiet_since) = (writes(&env.fake), Instant::now());
     loop {
@@ -586,8 +641,10 @@ async fn killed_at_random_under_faults_it_misses_nothing_and_writes_nothing_twic
         }
     }
     let settled_in = settle_start.elapsed();
-    signal(&child, "-TERM");
-    let stopped = wait_exit(&mut child, Duration::from_secs(30)).await;
+    if died.is_empty() {
+        signal(child, "-TERM");
+    }
+    let stopped = wait_exit(child, Duration::from_secs(30)).await;
 
     let t = world.check();
     println!(
@@ -600,7 +657,8 @@ async fn killed_at_random_under_faults_it_misses_nothing_and_writes_nothing_twic
         t.revised
     );
     println!(
-        "chaos: seed {seed}, {} late alerts, {} growths, {} requests, settled in {:.1}s, {:.1}s in all",
+        "chaos: seed {seed}, {} late alerts, {} growths, {answered_before} alerts answered before the settling \
+         run, {} requests, settled in {:.1}s, {:.1}s in all",
         world.late,
         world.growths,
         env.fake.requests().len(),
@@ -618,9 +676,9 @@ async fn killed_at_random_under_faults_it_misses_nothing_and_writes_nothing_twic
             .map(|s| s.split(' ').next().unwrap_or_default().to_owned());
         let kept = keep(env.dir.path(), seed);
         panic!(
-            "chaos run failed (seed {seed}; PANTHER_TRIAGE_CHAOS_SEED={seed} PANTHER_TRIAGE_CHAOS_KILLS={kills} \
-             to replay the choices; log and ledger kept in {})\n{}{}SIGTERM stop: {stopped:?}\n\
-             rounds:\n  {}\n{}",
+            "chaos run failed (seed {seed}, {api:?}; PANTHER_TRIAGE_CHAOS_SEED={seed} \
+             PANTHER_TRIAGE_CHAOS_KILLS={kills} replays the choices; log and ledger kept in {})\n\
+             {}{}SIGTERM stop: {stopped:?}\nrounds:\n  {}\n{}",
             kept.display(),
             t.problems(),
             died.iter().map(|d| format!("  {d}\n")).collect::<String>(),
