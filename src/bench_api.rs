@@ -267,3 +267,144 @@ pub fn run_webhook(a: WebhookBenchArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    /// Alerts created during the run.
+    #[arg(long, default_value_t = 20_000)]
+    pub alerts: u32,
+    /// Alerts created per second (keep it under the bound: rate limit / calls per alert).
+    #[arg(long, default_value_t = 100)]
+    pub alert_rate: u32,
+    /// The daemon's rate limit, requests per second.
+    #[arg(long, default_value_t = 20)]
+    pub rps: u32,
+    /// The fake's latency for every request.
+    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+    #[arg(long, default_value = "graphql", value_parser = ["rest", "graphql"])]
+    pub api: String,
+    /// `poll.overlap`: every poll re-reads this much behind the watermark.
+    #[arg(long, default_value = "10m")]
+    pub overlap: String,
+}
+
+/// A process's resident set now and at its peak, in bytes (Linux `/proc/<pid>/status`).
+fn rss_of(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = |key: &str| {
+        status.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse::<u64>().ok().map(|k| k * 1024)
+    };
+    Some((kb("VmRSS:")?, kb("VmHWM:")?))
+}
+
+/// The soak run: the real daemon (`run`, a child process, so its memory is its own) against the
+/// fake while alerts arrive at a steady rate; prints throughput against the bound, the daemon's
+/// RSS before and after and at its peak, and alert-to-comment latency.
+pub fn run_soak(a: SoakArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    rt.block_on(soak(a))
+}
+
+async fn soak(a: SoakArgs) -> anyhow::Result<()> {
+    let key = "soak-key";
+    let fake = FakePanther::new(key);
+    let server = fake.spawn().await.context("cannot start the fake Panther on loopback")?;
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    std::fs::write(
+        dir.path().join("intel.jsonl"),
+        json!({"id": "1", "value": "198.51.100.7", "match": ["198.51.100.7"], "type": "ip", "confidence": 95,
+               "status": "active", "modified_ts": "2025-01-01 00:00:00", "expiration_ts": "", "threat_type": "c2"})
+        .to_string(),
+    )?;
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[panther]\nurl = \"{}\"\napi_key = \"{key}\"\napi = \"{}\"\nrequests_per_second = {}\ntimeout = \"30s\"\n\
+             [poll]\ninterval = \"1s\"\nlookback = \"1h\"\noverlap = \"{}\"\n[retriage]\nmax_per_tick = 0\n\
+             [[tables]]\nname = \"intel\"\npath = \"intel.jsonl\"\nformat = \"anomali\"\n\
+             [[triage.rules]]\nname = \"known bad\"\nmin_confidence = 80\nverdict = \"malicious\"\n\
+             [log]\nlevel = \"warn\"\n",
+            server.url(),
+            a.api,
+            a.rps,
+            a.overlap
+        ),
+    )?;
+    fake.set_latency(a.latency);
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let mut child = std::process::Command::new(exe)
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .stderr(std::fs::File::create(dir.path().join("daemon.log"))?)
+        .spawn()
+        .context("cannot start the daemon")?;
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (before, _) = rss_of(pid).context("cannot read the daemon's memory (Linux /proc only)")?;
+    let started = Instant::now();
+    let mut created = Vec::with_capacity(a.alerts as usize);
+    let every = Duration::from_secs_f64(1.0 / f64::from(a.alert_rate.max(1)));
+    for i in 0..a.alerts {
+        let due = started + every * i;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            tokio::time::sleep(wait).await;
+        }
+        let now = Utc::now();
+        let ip = if i % 10 == 0 { "198.51.100.7".to_owned() } else { format!("10.1.{}.{}", i % 250, i % 7) };
+        fake.add_alert(
+            json!({"id": format!("soak-{i:06}"), "type": "ALERT", "status": "OPEN", "severity": "HIGH",
+                   "title": format!("t{i}"), "createdAt": format_time(now), "detection": {"id": "Okta.Rule", "type": "RULE"}}),
+            vec![json!({"p_log_type": "Okta.SystemLog", "p_any_ip_addresses": [ip]})],
+        );
+        created.push(now);
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while fake.comments_created() < u64::from(a.alerts) {
+        if Instant::now() > deadline {
+            bail!("only {} of {} alerts were commented after 10 minutes", fake.comments_created(), a.alerts);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (after, peak) = rss_of(pid).context("cannot read the daemon's memory")?;
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    let mut latencies: Vec<f64> = fake
+        .all_comments()
+        .iter()
+        .filter_map(|c| {
+            let i: usize = c["alertId"].as_str()?.strip_prefix("soak-")?.parse().ok()?;
+            let at = crate::panther::parse_time(c["createdAt"].as_str()?)?;
+            Some((at - created[i]).num_milliseconds() as f64 / 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1];
+    let rate = f64::from(a.alerts) / elapsed.as_secs_f64();
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "soak: {} alerts over {} at {}/s, rate limit {} req/s, latency {}, overlap {}: done in {:.0} s, {:.1} alerts/s ({:.0}% of the rate they arrived at)",
+        a.alerts,
+        a.api,
+        a.alert_rate,
+        a.rps,
+        humantime::format_duration(a.latency),
+        a.overlap,
+        elapsed.as_secs_f64(),
+        rate,
+        100.0 * rate / f64::from(a.alert_rate)
+    );
+    println!(
+        "soak: daemon RSS {:.1} MiB before, {:.1} MiB after, peak {:.1} MiB; alert created to comment p50 {:.2} s, p99 {:.2} s",
+        mb(before),
+        mb(after),
+        mb(peak),
+        at(0.5),
+        at(0.99)
+    );
+    server.shutdown().await.ok();
+    Ok(())
+}

@@ -49,6 +49,8 @@ pub enum Command {
     BenchApi(crate::bench_api::ApiBenchArgs),
     /// Measure webhook delivery to comment latency against the fake (p50, p99).
     BenchWebhook(crate::bench_api::WebhookBenchArgs),
+    /// Soak: the daemon as a child process while alerts arrive; throughput, RSS, latency.
+    BenchSoak(crate::bench_api::SoakArgs),
 }
 
 #[derive(Debug, Args)]
@@ -93,6 +95,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Bench(a) => crate::bench::run(a),
         Command::BenchApi(a) => crate::bench_api::run(a),
         Command::BenchWebhook(a) => crate::bench_api::run_webhook(a),
+        Command::BenchSoak(a) => crate::bench_api::run_soak(a),
     };
     match result {
         Ok(()) => 0,

@@ -395,6 +395,16 @@ impl FakePanther {
         self.lock().comments.iter().filter(|c| c["alertId"] == alert_id).cloned().collect()
     }
 
+    /// How many comments were created so far (cheap: for load tests that wait for a count).
+    pub fn comments_created(&self) -> u64 {
+        self.lock().comments_created
+    }
+
+    /// Every comment, in creation order.
+    pub fn all_comments(&self) -> Vec<Value> {
+        self.lock().comments.clone()
+    }
+
     /// The alert as it is now (`AlertAPI.Alert`), with any status and assignee a PATCH set.
     pub fn alert(&self, alert_id: &str) -> Option<Value> {
         self.lock().alerts.get(alert_id).map(|a| a.json.clone())
