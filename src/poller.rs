@@ -299,11 +299,8 @@ impl<A: PantherApi> Pipeline<A> {
             // Deferred work keeps its intents; the next tick collects them again.
             self.flush_patches(batch, &mut r).await?;
         }
-        if let Some(age) = self.ledger.oldest_pending_age()? {
-            crate::metrics::ledger_oldest_pending_age(age.as_secs_f64());
-        } else {
-            crate::metrics::ledger_oldest_pending_age(0.0);
-        }
+        let lag = self.ledger.oldest_pending_age()?.map_or(0.0, |age| age.as_secs_f64());
+        crate::metrics::ledger_oldest_pending_age(lag);
         Ok(r)
     }
 
