@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::str::FromStr;
 
+use smallvec::SmallVec;
+
 /// What an indicator is, which decides how it is normalized and which table keys it can meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -165,12 +167,13 @@ fn py_strip(s: &str) -> &str {
 
 /// Lower-cases without allocating when the text is already lower case (the common case).
 fn lower(s: &str) -> Cow<'_, str> {
+    // One pass decides the common case: ASCII with no capitals.
+    // A fold without early exit, which the compiler turns into vector code.
+    if !s.bytes().fold(false, |seen, b| seen | b.is_ascii_uppercase() | !b.is_ascii()) {
+        return Cow::Borrowed(s);
+    }
     if s.is_ascii() {
-        if s.bytes().any(|b| b.is_ascii_uppercase()) {
-            Cow::Owned(s.to_ascii_lowercase())
-        } else {
-            Cow::Borrowed(s)
-        }
+        Cow::Owned(s.to_ascii_lowercase())
     } else {
         let l = s.to_lowercase();
         if l == s {
@@ -231,7 +234,7 @@ pub fn normalize(kind: Kind, value: &str, allow_net: bool) -> Result<Key<'_>, In
             }
         }
         Kind::Hash => {
-            let ok = matches!(v.len(), 32 | 40 | 64) && v.bytes().all(|b| b.is_ascii_hexdigit());
+            let ok = matches!(v.len(), 32 | 40 | 64) && v.bytes().fold(true, |ok, b| ok & b.is_ascii_hexdigit());
             if ok {
                 Ok(Key::Text(Kind::Hash, lower(v)))
             } else {
@@ -361,7 +364,8 @@ pub fn parse_ipv6(s: &str) -> Option<u128> {
     if s.is_empty() {
         return None;
     }
-    let mut parts: Vec<&str> = s.split(':').collect();
+    // On the stack: an address has at most 9 parts (more is refused below), and this runs per lookup.
+    let mut parts: SmallVec<[&str; 10]> = s.split(':').collect();
     if parts.len() < 3 {
         return None;
     }
@@ -375,7 +379,7 @@ pub fn parse_ipv6(s: &str) -> Option<u128> {
     if total > 9 {
         return None;
     }
-    let mut hextets: Vec<u16> = Vec::with_capacity(8);
+    let mut hextets: SmallVec<[u16; 8]> = SmallVec::new();
     let skip = {
         let mut skip = None;
         for (i, p) in parts.iter().enumerate().take(total.saturating_sub(1)).skip(1) {

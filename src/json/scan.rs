@@ -37,6 +37,7 @@ impl<'a> Scanner<'a> {
         Scanner { s, b: s.as_bytes(), i: 0 }
     }
 
+    #[inline(always)]
     fn ws(&mut self) {
         while let Some(c) = self.b.get(self.i) {
             match c {
@@ -99,6 +100,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string at the cursor; returns its content and whether it holds escapes.
+    #[inline(always)]
     fn string(&mut self) -> Option<(&'a str, bool)> {
         self.eat(b'"')?;
         let start = self.i;
@@ -176,17 +178,85 @@ impl<'a> Scanner<'a> {
     /// One value of any kind at the cursor, validated; returns its raw text.
     pub fn value(&mut self, depth: u32) -> Option<&'a str> {
         let start = self.i;
-        match self.peek()? {
-            b'"' => self.string().map(drop)?,
-            b'{' => self.object(depth + 1, |sc, _, d| sc.value(d).map(drop))?,
-            b'[' => self.array(depth + 1, |sc, d| sc.value(d).map(drop))?,
-            b't' => self.literal(b"true")?,
-            b'f' => self.literal(b"false")?,
-            b'n' => self.literal(b"null")?,
-            b'-' | b'0'..=b'9' => self.number()?,
-            _ => return None,
-        }
+        self.skip_value(depth)?;
         Some(&self.s[start..self.i])
+    }
+
+    /// Validates and skips one value inside a container at nesting `depth`. Nested containers are
+    /// followed with a loop and a bit per open container (1 for an object), not by recursion: the
+    /// values we skip (tags, metadata) are where most of a row's structure is.
+    fn skip_value(&mut self, depth: u32) -> Option<()> {
+        let mut objects: u128 = 0;
+        let mut open: u32 = 0;
+        'value: loop {
+            match self.peek()? {
+                b'"' => self.string().map(drop)?,
+                c @ (b'{' | b'[') => {
+                    if depth + open + 1 > MAX_DEPTH {
+                        return None;
+                    }
+                    self.i += 1;
+                    self.ws();
+                    let object = c == b'{';
+                    if self.eat(if object { b'}' } else { b']' }).is_none() {
+                        objects = (objects << 1) | u128::from(object);
+                        open += 1;
+                        if object {
+                            self.key_and_colon()?;
+                        }
+                        continue 'value;
+                    }
+                }
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                _ => return None,
+            }
+            // Past a value: close what ends here, or go on to the next member or element.
+            while open > 0 {
+                self.ws();
+                let object = objects & 1 == 1;
+                match self.peek()? {
+                    b',' => {
+                        self.i += 1;
+                        self.ws();
+                        if object {
+                            self.key_and_colon()?;
+                        }
+                        continue 'value;
+                    }
+                    b'}' if object => {}
+                    b']' if !object => {}
+                    _ => return None,
+                }
+                self.i += 1;
+                objects >>= 1;
+                open -= 1;
+            }
+            return Some(());
+        }
+    }
+
+    /// A member's key and the colon after it, leaving the cursor at its value.
+    #[inline]
+    fn key_and_colon(&mut self) -> Option<()> {
+        self.string()?;
+        self.ws();
+        self.eat(b':')?;
+        self.ws();
+        Some(())
+    }
+
+    /// One value at the cursor, validated: its raw text, and its content where it is a string
+    /// without escapes (which the caller then need not scan again).
+    pub fn value_or_plain(&mut self, depth: u32) -> Option<(&'a str, Option<&'a str>)> {
+        if self.peek() != Some(b'"') {
+            return self.value(depth).map(|raw| (raw, None));
+        }
+        let start = self.i;
+        let (content, escaped) = self.string()?;
+        Some((&self.s[start..self.i], (!escaped).then_some(content)))
     }
 
     /// A string without escapes at the cursor: its content, with the cursor moved past it. Anything

@@ -659,10 +659,14 @@ impl<'a> AnomaliRow<'a> {
         let mut plain_keys = true;
         members.clear();
         scan::walk_object(text, |sc, k, d| {
-            let raw = sc.value(d)?;
+            let (raw, plain) = sc.value_or_plain(d)?;
             plain_keys &= !k.escaped;
             if plain_keys {
                 members.push((k.text, raw));
+            }
+            // Most keys are none of ours: their length alone says so, without comparing text.
+            if !k.escaped && !matches!(k.text.len(), 2 | 4 | 5 | 6 | 10 | 11 | 13) {
+                return Some(());
             }
             // A repeated field reads as its last value, as Python's json.loads keeps it.
             let slot = match &*k.decoded() {
@@ -683,7 +687,10 @@ impl<'a> AnomaliRow<'a> {
                 _ => return Some(()),
             };
             // A JSON null reads as an absent field.
-            *slot = Some(Scalar::read(raw)).filter(|s| *s != Scalar::Null);
+            *slot = match plain {
+                Some(content) => Some(Scalar::Str(Cow::Borrowed(content))),
+                None => Some(Scalar::read(raw)).filter(|s| *s != Scalar::Null),
+            };
             Some(())
         })?;
         if !plain_keys {
@@ -851,6 +858,10 @@ fn parse_anomali_row<'a>(line: &'a [u8], now: NaiveDateTime, shapes: &Shapes, ou
 /// An integer as Python's `int()` reads a string: white space around it, an optional sign, ASCII
 /// digits with single `_` between them. `None` where it is not one, or does not fit i64.
 fn py_int(s: &str) -> Option<i64> {
+    // Nearly every id and confidence is plain digits that fit: read those without the general rules.
+    if (1..=18).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_digit()) {
+        return Some(s.bytes().fold(0i64, |n, c| n * 10 + i64::from(c - b'0')));
+    }
     let t = s.trim_matches(|c: char| c.is_whitespace());
     let (neg, digits) = match t.as_bytes().first()? {
         b'-' => (true, &t[1..]),
@@ -916,6 +927,13 @@ fn parse_confidence(c: Option<&Scalar<'_>>) -> Result<i64, (RejectReason, String
 /// A timestamp as the reference reads it: `T` may stand for the space, trailing `Z`s are dropped,
 /// and the first 19 characters must be `%Y-%m-%d %H:%M:%S` (fields after the year may have one digit).
 pub fn parse_ts(s: &str) -> Option<NaiveDateTime> {
+    match parse_ts_canonical(s.as_bytes()) {
+        Some(t) => t,
+        None => parse_ts_general(s),
+    }
+}
+
+fn parse_ts_general(s: &str) -> Option<NaiveDateTime> {
     let s = s.trim_end_matches('Z');
     let head: &str = match s.char_indices().nth(19) {
         Some((i, _)) => &s[..i],
@@ -938,6 +956,23 @@ pub fn parse_ts(s: &str) -> Option<NaiveDateTime> {
         return None;
     }
     NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, m, dd)?.and_hms_opt(h, mi, sec)
+}
+
+/// The form nearly every feed writes, `YYYY-MM-DD HH:MM:SS` and nothing more, read without the
+/// general rules (which give the same answer for it): `None` where `b` is not in that form.
+fn parse_ts_canonical(b: &[u8]) -> Option<Option<NaiveDateTime>> {
+    let b: &[u8; 19] = b.try_into().ok()?;
+    let digit = |i: usize| b[i].is_ascii_digit().then(|| u32::from(b[i] - b'0'));
+    let two = |i: usize| Some(digit(i)? * 10 + digit(i + 1)?);
+    if (b[4], b[7], b[10], b[13], b[16]) != (b'-', b'-', b' ', b':', b':') {
+        return None;
+    }
+    let year = two(0)? * 100 + two(2)?;
+    let (month, day, hour, minute, second) = (two(5)?, two(8)?, two(11)?, two(14)?, two(17)?);
+    Some(
+        NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, month, day)
+            .and_then(|d| d.and_hms_opt(hour, minute, second)),
+    )
 }
 
 /// The line a csv record starts on, from where the reader stood before it: the reader may not yet
@@ -1548,5 +1583,43 @@ mod tests {
         assert_eq!(t("2026-01-02  03:04:05").as_deref(), Some("2026-01-02 03:04:00"));
         assert_eq!(t("2026-02-30 00:00:00"), None);
         assert_eq!(t("tomorrow"), None);
+    }
+
+    #[test]
+    fn the_fast_readers_agree_with_the_general_rules() {
+        let mut next = crate::json::scan::test_rng(7);
+        let alphabet = b"0123456789-: TZx";
+        for round in 0..200_000 {
+            // Mostly well-formed times with one byte changed, so both paths see near misses.
+            let mut b = *b"2026-05-11 13:45:59";
+            for _ in 0..round % 3 {
+                b[next(19)] = alphabet[next(alphabet.len())];
+            }
+            let s = std::str::from_utf8(&b).unwrap();
+            if let Some(fast) = parse_ts_canonical(&b) {
+                assert_eq!(fast, parse_ts_general(s), "{s}");
+            }
+        }
+        assert!(parse_ts_canonical(b"2026-05-11T13:45:59").is_none(), "the T form takes the general path");
+        for s in [
+            "0",
+            "007",
+            "123456789012345678",
+            "1234567890123456789",
+            "9223372036854775807",
+            "-5",
+            " 42",
+            "1_000",
+            "1__0",
+            "x",
+        ] {
+            let general = {
+                let t = s.trim_matches(|c: char| c.is_whitespace());
+                let (neg, d) = t.strip_prefix('-').map_or((false, t.strip_prefix('+').unwrap_or(t)), |d| (true, d));
+                let ok = !d.is_empty() && !d.starts_with('_') && !d.ends_with('_') && !d.contains("__");
+                ok.then(|| d.replace('_', "").parse::<i64>().ok().map(|n| if neg { -n } else { n })).flatten()
+            };
+            assert_eq!(py_int(s), general, "{s}");
+        }
     }
 }
