@@ -7,6 +7,7 @@
 //! then one hash probe (an exact key, already combined with its covering networks) or one binary
 //! search, whatever the number of networks and prefix lengths.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use ahash::RandomState;
@@ -195,12 +196,16 @@ impl IndexBuilder {
             Key::Net(n) => self.nets.entry(n).and_modify(keep).or_insert(entry),
             Key::Text(kind, t) => {
                 let map = &mut self.text[text_slot(kind)];
-                match map.get_mut(t.as_ref()) {
-                    Some(slot) => {
-                        keep(slot);
-                        slot
-                    }
-                    None => map.entry(t.into_owned().into_boxed_str()).or_insert(entry),
+                match t {
+                    // A key the loader already owns goes in as it is: one probe, not two.
+                    Cow::Owned(t) => map.entry(t.into_boxed_str()).and_modify(keep).or_insert(entry),
+                    Cow::Borrowed(t) => match map.get_mut(t) {
+                        Some(slot) => {
+                            keep(slot);
+                            slot
+                        }
+                        None => map.entry(Box::from(t)).or_insert(entry),
+                    },
                 }
             }
         };
