@@ -142,15 +142,19 @@ pub fn check_config(a: CheckConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The configuration (which may hold the key) and the key file should be the service's alone.
+/// The configuration (which may hold secrets) and the secret files should be the service's alone.
 fn warn_if_readable_by_others(cfg: &Config) {
+    use crate::config::SecretSource;
     let mut files = vec![("configuration", cfg.file.clone())];
-    if let crate::config::SecretSource::File(p) = &cfg.panther.api_key_source {
+    if let SecretSource::File(p) = &cfg.panther.api_key_source {
         files.push(("API key file", p.clone()));
+    }
+    if let Some(SecretSource::File(p)) = cfg.webhook.as_ref().map(|w| &w.secret_source) {
+        files.push(("webhook secret file", p.clone()));
     }
     for (what, path) in files {
         if crate::private_file::readable_by_others(&path) {
-            tracing::warn!(stage = "start", file = %path.display(), "the {what} is readable by other users; `chmod o-r` it (the key must be the service's alone)");
+            tracing::warn!(stage = "start", file = %path.display(), "the {what} is readable by other users; `chmod o-r` it (secrets must be the service's alone)");
         }
     }
 }

@@ -155,7 +155,8 @@ pub enum Api {
     Graphql,
 }
 
-/// Where the API key came from, for `check-config` (which never shows the key).
+/// Where a secret came from, for `check-config` (which never shows it) and the start-up check that
+/// its file is the service's alone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretSource {
     File(PathBuf),
@@ -242,6 +243,7 @@ pub struct WebhookSettings {
     pub listen: SocketAddr,
     pub secret_header: String,
     pub secret: SecretString,
+    pub secret_source: SecretSource,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -911,7 +913,8 @@ impl Checker {
                 "is required: set `secret_file` or `secret` (the receiver never runs open)",
             );
         }
-        Some(WebhookSettings { listen: listen?, secret_header, secret: secret?.0 })
+        let (secret, secret_source) = secret?;
+        Some(WebhookSettings { listen: listen?, secret_header, secret, secret_source })
     }
 
     fn log(&mut self, l: RawLog) -> LogSettings {

@@ -964,4 +964,24 @@ async fn a_configuration_other_users_can_read_is_warned_about() {
     assert!(!crate::text(&out.stderr).contains("readable by other users"));
     let state = std::fs::metadata(env.dir.path().join("state.db")).unwrap().permissions().mode() & 0o777;
     assert_eq!(state, 0o600, "the state file is the service's alone");
+
+    // The webhook secret file too, named as such.
+    let secret = env.dir.path().join("webhook-secret");
+    std::fs::write(&secret, "a-webhook-secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let cfg = env.config(&format!(
+        "[log]\nformat = \"text\"\n[webhook]\nlisten = \"127.0.0.1:0\"\nsecret_file = {:?}\n",
+        secret.display().to_string()
+    ));
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&cfg).await;
+    assert!(out.status.success(), "{}", crate::text(&out.stderr));
+    assert!(
+        crate::text(&out.stderr).contains("webhook secret file is readable by other users"),
+        "{}",
+        crate::text(&out.stderr)
+    );
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = run(&cfg).await;
+    assert!(!crate::text(&out.stderr).contains("readable by other users"), "{}", crate::text(&out.stderr));
 }
