@@ -142,7 +142,7 @@ impl Alert {
     /// field never costs an alert.
     pub fn from_json(v: &RawValue) -> Result<Alert, String> {
         let obj: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(v.get()).map_err(|e| format!("not a JSON object: {e}"))?;
+            serde_json::from_str(v.get()).map_err(|e| format!("not a JSON object: {}", decode_detail(&e)))?;
         Alert::from_map(&obj)
     }
 
@@ -185,6 +185,15 @@ impl Alert {
 
 /// The longest alert ID accepted from Panther or a webhook delivery.
 pub const MAX_ALERT_ID: usize = 512;
+
+/// The longest part of a decoding error's message kept (in characters).
+pub const DECODE_DETAIL_CHARS: usize = 300;
+
+/// Why Panther's answer did not decode, cut to [`DECODE_DETAIL_CHARS`]: serde's messages quote the
+/// value they refused, which may be megabytes of the answer, and they end up in logs on every poll.
+fn decode_detail(e: &serde_json::Error) -> String {
+    e.to_string().chars().take(DECODE_DETAIL_CHARS).collect()
+}
 
 /// Parses an RFC 3339 time into UTC.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -520,6 +529,15 @@ mod tests {
         let odd =
             Alert::from_json(&raw(r#"{"id":"a2","createdAt":1700000000,"title":{"x":1},"eventCount":"3"}"#)).unwrap();
         assert_eq!((odd.title.as_str(), odd.created_at, odd.event_count), ("", None, 0));
+    }
+
+    #[test]
+    fn a_refused_value_is_not_quoted_whole_in_the_error() {
+        // Found by the rest_decode fuzz target: an alert that was a long string gave a message
+        // quoting all of it, twice, logged on every poll.
+        let long = format!("\"{}\"", "x".repeat(100_000));
+        let why = Alert::from_json(&raw(&long)).unwrap_err();
+        assert!(why.starts_with("not a JSON object: invalid type: string") && why.len() < 400, "{} bytes", why.len());
     }
 
     #[test]

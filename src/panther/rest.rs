@@ -190,13 +190,7 @@ impl RestClient {
         if status.is_success() {
             return Ok(body.to_vec());
         }
-        let message = error_message(&body);
-        let message: String = message.chars().take(MESSAGE_CHARS).collect();
-        let err = match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ApiError::Unauthorized { op, status: status.as_u16() },
-            _ => ApiError::Status { op, status: status.as_u16(), message },
-        };
-        Err((err, retry_after))
+        Err((answer_error(op, status, &body), retry_after))
     }
 
     fn transport_error(&self, op: Op, e: &reqwest::Error) -> ApiError {
@@ -212,8 +206,9 @@ impl RestClient {
         }
     }
 
-    async fn get_json<T: DeserializeOwned>(&self, op: Op, url: Url, query: &[(&str, String)]) -> Result<T, ApiError> {
-        decode(op, &self.call(op, Method::GET, url, query, None::<&()>).await?)
+    /// The body of a successful `GET`.
+    async fn get(&self, op: Op, url: Url, query: &[(&str, String)]) -> Result<Vec<u8>, ApiError> {
+        self.call(op, Method::GET, url, query, None::<&()>).await
     }
 }
 
@@ -269,9 +264,103 @@ fn error_message(body: &[u8]) -> String {
     String::from_utf8_lossy(body).into_owned()
 }
 
+/// The error a non-2xx answer stands for, with what Panther said (cut to [`MESSAGE_CHARS`]).
+fn answer_error(op: Op, status: StatusCode, body: &[u8]) -> ApiError {
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ApiError::Unauthorized { op, status: status.as_u16() },
+        _ => ApiError::Status {
+            op,
+            status: status.as_u16(),
+            message: error_message(body).chars().take(MESSAGE_CHARS).collect(),
+        },
+    }
+}
+
 /// Reads the body of a successful answer.
 fn decode<T: DeserializeOwned>(op: Op, body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::Decode { op, detail: e.to_string() })
+    serde_json::from_slice(body).map_err(|e| ApiError::Decode { op, detail: decode_detail(&e) })
+}
+
+/// A `GET /alerts` answer: the page, each alert read on its own (an unreadable one is reported, not
+/// fatal).
+fn alert_page(body: &[u8]) -> Result<AlertPage, ApiError> {
+    let page: Page = decode(Op::ListAlerts, body)?;
+    let mut alerts = Vec::with_capacity(page.results.len());
+    let mut unreadable = Vec::new();
+    for raw in &page.results {
+        match Alert::from_json(raw) {
+            Ok(a) => alerts.push(a),
+            Err(why) => unreadable.push(format!("{why}: {}", raw.get().chars().take(200).collect::<String>())),
+        }
+    }
+    Ok(AlertPage { alerts, unreadable, next: next_cursor(page.next), events: Vec::new() })
+}
+
+/// A `GET /alerts/{id}` answer.
+fn one_alert(body: &[u8]) -> Result<Alert, ApiError> {
+    let op = Op::GetAlert;
+    let raw: Box<RawValue> = decode(op, body)?;
+    Alert::from_json(&raw).map_err(|detail| ApiError::Decode { op, detail })
+}
+
+/// A `GET /alerts/{id}/events` answer.
+fn event_page(body: &[u8]) -> Result<EventPage, ApiError> {
+    let page: Page = decode(Op::ListEvents, body)?;
+    Ok(EventPage { events: page.results, next: next_cursor(page.next) })
+}
+
+/// A `GET /alert-comments` answer.
+fn comment_page(body: &[u8]) -> Result<CommentPage, ApiError> {
+    let page: TypedPage<Comment> = decode(Op::ListComments, body)?;
+    Ok(CommentPage { comments: page.results, next: next_cursor(page.next) })
+}
+
+/// A `GET /users?email=` answer: the ID of the user with exactly that email, if any.
+fn user_id(body: &[u8], email: &str) -> Result<Option<String>, ApiError> {
+    let page: TypedPage<UserRow> = decode(Op::FindUser, body)?;
+    // `email` is an exact match on Panther's side; checking again costs nothing and guards a
+    // server that ignores the parameter.
+    Ok(page
+        .results
+        .into_iter()
+        .find(|u| u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
+        .map(|u| u.id))
+}
+
+/// The decoders of Panther's REST answers, for the fuzz targets (`fuzz/`): each is the code path the
+/// client runs on a response body. Not part of the daemon's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// A `GET /alerts` body.
+    pub fn list_alerts(body: &[u8]) -> Result<AlertPage, ApiError> {
+        alert_page(body)
+    }
+    /// A `GET /alerts/{id}` body.
+    pub fn get_alert(body: &[u8]) -> Result<Alert, ApiError> {
+        one_alert(body)
+    }
+    /// A `GET /alerts/{id}/events` body.
+    pub fn list_events(body: &[u8]) -> Result<EventPage, ApiError> {
+        event_page(body)
+    }
+    /// A `GET /alert-comments` body.
+    pub fn list_comments(body: &[u8]) -> Result<CommentPage, ApiError> {
+        comment_page(body)
+    }
+    /// A `POST /alert-comments` body (the comment created).
+    pub fn create_comment(body: &[u8]) -> Result<Comment, ApiError> {
+        decode(Op::CreateComment, body)
+    }
+    /// A `GET /users` body, looked up for `email`.
+    pub fn find_user_id(body: &[u8], email: &str) -> Result<Option<String>, ApiError> {
+        user_id(body, email)
+    }
+    /// A non-2xx answer: `status` (100 to 999) and its body.
+    pub fn error_answer(op: Op, status: u16, body: &[u8]) -> ApiError {
+        answer_error(op, StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body)
+    }
 }
 
 impl PantherApi for RestClient {
@@ -287,21 +376,12 @@ impl PantherApi for RestClient {
         if let Some(c) = &q.cursor {
             query.push(("cursor", c.clone()));
         }
-        let page: Page = self.get_json(Op::ListAlerts, self.url(&["alerts"]), &query).await?;
-        let mut alerts = Vec::with_capacity(page.results.len());
-        let mut unreadable = Vec::new();
-        for raw in &page.results {
-            match Alert::from_json(raw) {
-                Ok(a) => alerts.push(a),
-                Err(why) => unreadable.push(format!("{why}: {}", raw.get().chars().take(200).collect::<String>())),
-            }
-        }
-        Ok(AlertPage { alerts, unreadable, next: next_cursor(page.next), events: Vec::new() })
+        let op = Op::ListAlerts;
+        alert_page(&self.get(op, self.url(&["alerts"]), &query).await?)
     }
 
     async fn get_alert(&self, id: &str) -> Result<Alert, ApiError> {
-        let raw: Box<RawValue> = self.get_json(Op::GetAlert, self.url(&["alerts", id]), &[]).await?;
-        Alert::from_json(&raw).map_err(|detail| ApiError::Decode { op: Op::GetAlert, detail })
+        one_alert(&self.get(Op::GetAlert, self.url(&["alerts", id]), &[]).await?)
     }
 
     async fn list_events(&self, alert_id: &str, limit: u32, cursor: Option<&str>) -> Result<EventPage, ApiError> {
@@ -309,8 +389,8 @@ impl PantherApi for RestClient {
         if let Some(c) = cursor {
             query.push(("cursor", c.to_owned()));
         }
-        let page: Page = self.get_json(Op::ListEvents, self.url(&["alerts", alert_id, "events"]), &query).await?;
-        Ok(EventPage { events: page.results, next: next_cursor(page.next) })
+        let url = self.url(&["alerts", alert_id, "events"]);
+        event_page(&self.get(Op::ListEvents, url, &query).await?)
     }
 
     async fn list_comments(&self, alert_id: &str, cursor: Option<&str>) -> Result<CommentPage, ApiError> {
@@ -318,8 +398,8 @@ impl PantherApi for RestClient {
         if let Some(c) = cursor {
             query.push(("cursor", c.to_owned()));
         }
-        let page: TypedPage<Comment> = self.get_json(Op::ListComments, self.url(&["alert-comments"]), &query).await?;
-        Ok(CommentPage { comments: page.results, next: next_cursor(page.next) })
+        let url = self.url(&["alert-comments"]);
+        comment_page(&self.get(Op::ListComments, url, &query).await?)
     }
 
     async fn create_comment(&self, c: &NewComment) -> Result<Comment, ApiError> {
@@ -360,20 +440,13 @@ impl PantherApi for RestClient {
             ("created-before", format_time(now)),
             ("limit", "1".to_owned()),
         ];
-        let _: Page = self.get_json(Op::ListAlerts, self.url(&["alerts"]), &query).await?;
+        let _: Page = decode(Op::ListAlerts, &self.get(Op::ListAlerts, self.url(&["alerts"]), &query).await?)?;
         Ok("REST API answered".to_owned())
     }
 
     async fn find_user_id(&self, email: &str) -> Result<Option<String>, ApiError> {
         let query = [("email", email.to_owned())];
-        let page: TypedPage<UserRow> = self.get_json(Op::FindUser, self.url(&["users"]), &query).await?;
-        // `email` is an exact match on Panther's side; checking again costs nothing and guards a
-        // server that ignores the parameter.
-        Ok(page
-            .results
-            .into_iter()
-            .find(|u| u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(email)))
-            .map(|u| u.id))
+        user_id(&self.get(Op::FindUser, self.url(&["users"]), &query).await?, email)
     }
 }
 

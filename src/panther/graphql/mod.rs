@@ -155,7 +155,7 @@ impl Connection {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(op: Op, v: Value) -> Result<T, ApiError> {
-    serde_json::from_value(v).map_err(|e| ApiError::Decode { op, detail: e.to_string() })
+    serde_json::from_value(v).map_err(|e| ApiError::Decode { op, detail: decode_detail(&e) })
 }
 
 /// The batched comment document for `n` comments: [`CREATE_ALERT_COMMENTS`]'s field repeated under
@@ -220,8 +220,7 @@ impl GraphqlClient {
             }
             Err(e) => return Err(e),
         };
-        serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::Decode { op, detail: format!("not a GraphQL response: {e}") })
+        parse_response(op, &bytes)
     }
 
     /// The value of the one root field `field`, or the error that stands in its place, with the
@@ -237,19 +236,12 @@ impl GraphqlClient {
     ) -> Result<(Value, Vec<GqlError>), ApiError> {
         let mut delays = self.s.retry.delays();
         loop {
-            let mut resp = self.request(op, query, variables.clone()).await?;
-            let value = resp.data.as_mut().and_then(|d| d.remove(field)).unwrap_or(Value::Null);
-            if !value.is_null() {
-                for e in &resp.errors {
-                    // A nested field failed (an alert's events, say): what came is used, the rest read later.
-                    tracing::warn!(operation = op.as_str(), error = %error_from(op, e), "Panther answered in part");
-                }
-                return Ok((value, resp.errors));
-            }
-            let err = match resp.errors.first() {
-                Some(e) => error_from(op, e),
-                None => return Err(ApiError::Decode { op, detail: format!("no `{field}` in the answer") }),
+            let resp = self.request(op, query, variables.clone()).await?;
+            let err = match take_field(op, resp, field) {
+                Ok(found) => return Ok(found),
+                Err(e) => e,
             };
+            // (A missing field with no error is a decoding error: not transient, so not retried.)
             let wait = if op.idempotent() && err.transient() { delays.next() } else { None };
             let Some(wait) = wait else { return Err(err) };
             tracing::warn!(operation = op.as_str(), error = %err, wait = %humantime::format_duration(wait), "retrying");
@@ -279,37 +271,9 @@ impl GraphqlClient {
                     break;
                 }
             };
-            let mut data = resp.data.unwrap_or_default();
-            // Errors with a path belong to one alias each; one without belongs to the whole request.
-            let per_alias = resp.errors.iter().any(|e| e.root().is_some());
             let mut throttled = Vec::new();
-            for (k, &i) in pending.iter().enumerate() {
-                let name = alias(k);
-                let posted = data.remove(&name).filter(|v| !v.is_null());
-                let result = match posted {
-                    Some(v) => match v.get("comment").cloned().map(|c| decode::<Comment>(op, c)) {
-                        Some(Ok(mut c)) => {
-                            c.alert_id.get_or_insert_with(|| cs[i].alert_id.clone());
-                            Ok(c)
-                        }
-                        Some(Err(e)) => Err(e),
-                        None => Err(ApiError::Decode { op, detail: format!("`{name}` has no comment") }),
-                    },
-                    None => {
-                        let own = resp.errors.iter().find(|e| e.root() == Some(name.as_str()));
-                        let whole = resp.errors.first().filter(|_| !per_alias);
-                        match own.or(whole) {
-                            Some(e) => Err(error_from(op, e)),
-                            // Another alias failed and, the fields being non-null, took `data` with
-                            // it: whether this one ran is unknown (graphql-js stops at the failure,
-                            // other servers go on). The marker check decides.
-                            None => Err(ApiError::Decode {
-                                op,
-                                detail: format!("no result for `{name}`: another comment of the batch failed"),
-                            }),
-                        }
-                    }
-                };
+            let sent: Vec<&NewComment> = pending.iter().map(|&i| &cs[i]).collect();
+            for (&i, result) in pending.iter().zip(batch_results(op, resp, &sent)) {
                 match result {
                     Err(ApiError::Status { status: 429, .. }) => throttled.push(i),
                     other => results[i] = Some(other),
@@ -340,6 +304,161 @@ impl GraphqlClient {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(ApiError::Decode { op, detail: "no answer for this comment".into() })))
             .collect()
+    }
+}
+
+/// A response body as GraphQL's `{data, errors}`.
+fn parse_response(op: Op, body: &[u8]) -> Result<Response, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::Decode { op, detail: format!("not a GraphQL response: {}", decode_detail(&e)) })
+}
+
+/// The value of the one root field `field` of a response, with the errors of nested fields that
+/// failed; or the error that stands in its place.
+fn take_field(op: Op, mut resp: Response, field: &str) -> Result<(Value, Vec<GqlError>), ApiError> {
+    let value = resp.data.as_mut().and_then(|d| d.remove(field)).unwrap_or(Value::Null);
+    if !value.is_null() {
+        for e in &resp.errors {
+            // A nested field failed (an alert's events, say): what came is used, the rest read later.
+            tracing::warn!(operation = op.as_str(), error = %error_from(op, e), "Panther answered in part");
+        }
+        return Ok((value, resp.errors));
+    }
+    Err(match resp.errors.first() {
+        Some(e) => error_from(op, e),
+        None => ApiError::Decode { op, detail: format!("no `{field}` in the answer") },
+    })
+}
+
+/// The result of each comment of a batch (`sent[k]` under alias `c{k}`), in order, from the answer.
+fn batch_results(op: Op, resp: Response, sent: &[&NewComment]) -> Vec<Result<Comment, ApiError>> {
+    let mut data = resp.data.unwrap_or_default();
+    // Errors with a path belong to one alias each; one without belongs to the whole request.
+    let per_alias = resp.errors.iter().any(|e| e.root().is_some());
+    let mut out = Vec::with_capacity(sent.len());
+    for (k, c) in sent.iter().enumerate() {
+        let name = alias(k);
+        let posted = data.remove(&name).filter(|v| !v.is_null());
+        out.push(match posted {
+            Some(v) => match v.get("comment").cloned().map(|v| decode::<Comment>(op, v)) {
+                Some(Ok(mut comment)) => {
+                    comment.alert_id.get_or_insert_with(|| c.alert_id.clone());
+                    Ok(comment)
+                }
+                Some(Err(e)) => Err(e),
+                None => Err(ApiError::Decode { op, detail: format!("`{name}` has no comment") }),
+            },
+            None => {
+                let own = resp.errors.iter().find(|e| e.root() == Some(name.as_str()));
+                let whole = resp.errors.first().filter(|_| !per_alias);
+                match own.or(whole) {
+                    Some(e) => Err(error_from(op, e)),
+                    // Another alias failed and, the fields being non-null, took `data` with
+                    // it: whether this one ran is unknown (graphql-js stops at the failure,
+                    // other servers go on). The marker check decides.
+                    None => Err(ApiError::Decode {
+                        op,
+                        detail: format!("no result for `{name}`: another comment of the batch failed"),
+                    }),
+                }
+            }
+        });
+    }
+    out
+}
+
+/// The `alerts` field of a `ListAlerts` answer as a page: each alert node read on its own (an
+/// unreadable one is reported, not fatal), with the events that came inline.
+fn alert_page(op: Op, alerts: Value) -> Result<AlertPage, ApiError> {
+    #[derive(Deserialize)]
+    struct Page {
+        edges: Vec<NodeEdge>,
+        #[serde(rename = "pageInfo")]
+        page_info: PageInfo,
+    }
+    #[derive(Deserialize)]
+    struct NodeEdge {
+        node: Value,
+    }
+    let page: Page = decode(op, alerts)?;
+    let next = page.page_info.end_cursor.filter(|c| page.page_info.has_next_page && !c.is_empty());
+    let mut out = AlertPage { next, ..AlertPage::default() };
+    for edge in page.edges {
+        let shown: String = edge.node.to_string().chars().take(200).collect();
+        let obj = match edge.node {
+            Value::Object(o) => o,
+            _ => {
+                out.unreadable.push(format!("not a JSON object: {shown}"));
+                continue;
+            }
+        };
+        match alert_from_node(obj) {
+            Ok((alert, events)) => {
+                // Events that did not come (null, an error) are read later with list_events.
+                if let Some(Ok(p)) = events.filter(|e| !e.is_null()).map(|e| event_page(Op::ListEvents, e)) {
+                    out.events.push((alert.id.clone(), p));
+                }
+                out.alerts.push(alert);
+            }
+            Err(why) => out.unreadable.push(format!("{why}: {shown}")),
+        }
+    }
+    Ok(out)
+}
+
+/// The `alert` field of a `GetAlert` answer.
+fn one_alert(op: Op, v: Value) -> Result<Alert, ApiError> {
+    let obj = match v {
+        Value::Object(o) => o,
+        _ => return Err(ApiError::Decode { op, detail: "`alert` is not an object".into() }),
+    };
+    alert_from_node(obj).map(|(a, _)| a).map_err(|detail| ApiError::Decode { op, detail })
+}
+
+/// The `alert` field of an `AlertEvents` answer, with the errors beside it: its events, or why they
+/// did not come.
+fn alert_events(op: Op, alert: &Value, errors: &[GqlError]) -> Result<EventPage, ApiError> {
+    match alert.get("events") {
+        Some(v) if !v.is_null() => event_page(op, v.clone()),
+        // The events failed on their own: their error, read for what it is.
+        _ => Err(match errors.iter().find(|e| e.path.iter().any(|p| p == "events")) {
+            Some(e) => error_from(op, e),
+            None => ApiError::Decode { op, detail: "the alert's `events` is missing".into() },
+        }),
+    }
+}
+
+/// The decoders of Panther's GraphQL answers, for the fuzz targets (`fuzz/`): each runs, on a
+/// response body, the code path the client runs on it (retries aside). Not part of the daemon's API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// A `ListAlerts` body.
+    pub fn list_alerts(body: &[u8]) -> Result<AlertPage, ApiError> {
+        let op = Op::ListAlerts;
+        alert_page(op, take_field(op, parse_response(op, body)?, "alerts")?.0)
+    }
+    /// A `GetAlert` body.
+    pub fn get_alert(body: &[u8]) -> Result<Alert, ApiError> {
+        let op = Op::GetAlert;
+        one_alert(op, take_field(op, parse_response(op, body)?, "alert")?.0)
+    }
+    /// An `AlertEvents` body.
+    pub fn alert_events(body: &[u8]) -> Result<EventPage, ApiError> {
+        let op = Op::ListEvents;
+        let (alert, errors) = take_field(op, parse_response(op, body)?, "alert")?;
+        super::alert_events(op, &alert, &errors)
+    }
+    /// A `CreateAlertComments` body for a batch of `sent` comments: one result each, in order.
+    pub fn create_alert_comments(body: &[u8], sent: &[NewComment]) -> Result<Vec<Result<Comment, ApiError>>, ApiError> {
+        let op = Op::CreateComment;
+        Ok(batch_results(op, parse_response(op, body)?, &sent.iter().collect::<Vec<_>>()))
+    }
+    /// An `UpdateAlertStatus` body.
+    pub fn update_alert_status(body: &[u8]) -> Result<(), ApiError> {
+        let op = Op::PatchAlerts;
+        take_field(op, parse_response(op, body)?, "updateAlertStatusById").map(drop)
     }
 }
 
@@ -398,50 +517,13 @@ impl PantherApi for GraphqlClient {
             }
             Err(e) => return Err(e),
         };
-        #[derive(Deserialize)]
-        struct Page {
-            edges: Vec<NodeEdge>,
-            #[serde(rename = "pageInfo")]
-            page_info: PageInfo,
-        }
-        #[derive(Deserialize)]
-        struct NodeEdge {
-            node: Value,
-        }
-        let page: Page = decode(op, alerts)?;
-        let next = page.page_info.end_cursor.filter(|c| page.page_info.has_next_page && !c.is_empty());
-        let mut out = AlertPage { next, ..AlertPage::default() };
-        for edge in page.edges {
-            let shown: String = edge.node.to_string().chars().take(200).collect();
-            let obj = match edge.node {
-                Value::Object(o) => o,
-                _ => {
-                    out.unreadable.push(format!("not a JSON object: {shown}"));
-                    continue;
-                }
-            };
-            match alert_from_node(obj) {
-                Ok((alert, events)) => {
-                    // Events that did not come (null, an error) are read later with list_events.
-                    if let Some(Ok(p)) = events.filter(|e| !e.is_null()).map(|e| event_page(Op::ListEvents, e)) {
-                        out.events.push((alert.id.clone(), p));
-                    }
-                    out.alerts.push(alert);
-                }
-                Err(why) => out.unreadable.push(format!("{why}: {shown}")),
-            }
-        }
-        Ok(out)
+        alert_page(op, alerts)
     }
 
     async fn get_alert(&self, id: &str) -> Result<Alert, ApiError> {
         let op = Op::GetAlert;
         let (v, _) = self.field(op, GET_ALERT, json!({ "id": id }), "alert").await?;
-        let obj = match v {
-            Value::Object(o) => o,
-            _ => return Err(ApiError::Decode { op, detail: "`alert` is not an object".into() }),
-        };
-        alert_from_node(obj).map(|(a, _)| a).map_err(|detail| ApiError::Decode { op, detail })
+        one_alert(op, v)
     }
 
     async fn list_events(&self, alert_id: &str, limit: u32, cursor: Option<&str>) -> Result<EventPage, ApiError> {
@@ -451,14 +533,7 @@ impl PantherApi for GraphqlClient {
             input["cursor"] = json!(c);
         }
         let (alert, errors) = self.field(op, ALERT_EVENTS, json!({ "id": alert_id, "input": input }), "alert").await?;
-        match alert.get("events") {
-            Some(v) if !v.is_null() => event_page(op, v.clone()),
-            // The events failed on their own: their error, read for what it is.
-            _ => Err(match errors.iter().find(|e| e.path.iter().any(|p| p == "events")) {
-                Some(e) => error_from(op, e),
-                None => ApiError::Decode { op, detail: "the alert's `events` is missing".into() },
-            }),
-        }
+        alert_events(op, &alert, &errors)
     }
 
     async fn list_comments(&self, alert_id: &str, cursor: Option<&str>) -> Result<CommentPage, ApiError> {
