@@ -102,9 +102,9 @@ impl<'a> Values<'a> {
             let mut out = SmallVec::new();
             // One element serde_json cannot decode must not cost the others: `read` never fails.
             let fast = scan::walk_array(raw, |sc, d| {
-                let e = match sc.plain_string() {
-                    Some(s) => Scalar::Str(Cow::Borrowed(s)),
-                    None => Scalar::read(sc.value(d)?),
+                let e = match sc.value_or_plain(d)? {
+                    (_, Some(s)) => Scalar::Str(Cow::Borrowed(s)),
+                    (raw, None) => Scalar::read(raw),
                 };
                 out.push(e);
                 Some(())

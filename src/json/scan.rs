@@ -259,22 +259,6 @@ impl<'a> Scanner<'a> {
         Some((&self.s[start..self.i], (!escaped).then_some(content)))
     }
 
-    /// A string without escapes at the cursor: its content, with the cursor moved past it. Anything
-    /// else (another kind of value, a string with escapes) leaves the cursor where it was.
-    pub fn plain_string(&mut self) -> Option<&'a str> {
-        if self.peek() != Some(b'"') {
-            return None;
-        }
-        let start = self.i;
-        match self.string() {
-            Some((s, false)) => Some(s),
-            _ => {
-                self.i = start;
-                None
-            }
-        }
-    }
-
     /// Whether the cursor is at an object.
     pub fn at_object(&self) -> bool {
         self.peek() == Some(b'{')
