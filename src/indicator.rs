@@ -589,7 +589,10 @@ mod tests {
             }
         }
         assert!(full > 1000, "too few inputs in the full form to test it: {full}");
-        assert_eq!(parse_ipv6("2001:db8:54a7:3f63:700:957a:64c6:c3db"), Some(0x2001_0db8_54a7_3f63_0700_957a_64c6_c3db));
+        assert_eq!(
+            parse_ipv6("2001:db8:54a7:3f63:700:957a:64c6:c3db"),
+            Some(0x2001_0db8_54a7_3f63_0700_957a_64c6_c3db)
+        );
     }
 
     #[test]
