@@ -367,8 +367,9 @@ pub fn parse_ipv6(s: &str) -> Option<u128> {
     parse_ipv6_general(s)
 }
 
-/// The full form, eight groups of one to four hex digits, in one pass: how feeds and logs nearly
-/// always write addresses. `None` hands anything else to the general rules.
+/// The full form, eight groups of one to four hex digits, in one pass: every address without a run
+/// of zero groups prints this way, and it needs none of the general rules. `None` hands anything
+/// else (`::`, an embedded IPv4 address, a mistake) to them.
 fn parse_ipv6_full(b: &[u8]) -> Option<u128> {
     let (mut out, mut group, mut digits, mut colons) = (0u128, 0u32, 0u32, 0u32);
     for &c in b {
