@@ -259,10 +259,13 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
                 crate::chunks::lines(&chunk)
                     .par_iter()
                     .with_min_len(16)
-                    .map_init(Events::default, |events, (n, line)| {
-                        enrich_line(line, &tables, &selectors, want_enriched, events)
-                            .map_err(|e| format!("{}:{n}: {e}", a.alerts.display()))
-                    })
+                    .map_init(
+                        || Events::for_selectors(&selectors),
+                        |events, (n, line)| {
+                            enrich_line(line, &tables, &selectors, want_enriched, events)
+                                .map_err(|e| format!("{}:{n}: {e}", a.alerts.display()))
+                        },
+                    )
                     .collect()
             };
             totals.add(results);

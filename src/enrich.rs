@@ -9,7 +9,6 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::IgnoredAny;
-use smallvec::SmallVec;
 
 use crate::indicator::{normalize, Invalid, Key, Kind};
 use crate::json::scan::{self, Scanner};
@@ -117,17 +116,62 @@ impl Selectors {
     }
 }
 
+/// The member names an alert scan keeps: the first segment of every selector's path, and
+/// `p_log_type`. Every other member is validated and passed over, never stored.
+#[derive(Debug, Clone)]
+pub struct KeptKeys {
+    /// A bit per name length (63 for any longer), so most names are turned away without a compare.
+    lengths: u64,
+    names: Vec<Box<str>>,
+}
+
+impl KeptKeys {
+    fn new(selectors: &Selectors) -> KeptKeys {
+        let mut k = KeptKeys { lengths: 0, names: Vec::new() };
+        for name in selectors.list.iter().map(|s| s.path[0].as_str()).chain(["p_log_type"]) {
+            if !k.names.iter().any(|n| **n == *name) {
+                k.lengths |= 1 << name.len().min(63);
+                k.names.push(name.into());
+            }
+        }
+        k
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.lengths >> name.len().min(63) & 1 == 1 && self.names.iter().any(|n| **n == *name)
+    }
+}
+
+/// One member of an event: its name, its raw JSON text, and where the scan already read it as a
+/// list, the range of its elements in `Events::elements`.
+#[derive(Debug)]
+struct Member<'a> {
+    key: Cow<'a, str>,
+    raw: &'a str,
+    list: Option<(u32, u32)>,
+}
+
 /// The events of one alert, read one level deep: each member keeps its raw JSON text, parsed further
 /// only when a selector asks. All events share one vector of members, so reading an alert costs a
 /// couple of allocations, not one per event.
 #[derive(Debug, Default)]
 pub struct Events<'a> {
-    members: Vec<(Cow<'a, str>, &'a str)>,
+    members: Vec<Member<'a>>,
+    /// The elements of list members the scan read in passing (see [`Events::scan_list`]).
+    elements: Vec<Scalar<'a>>,
     /// Per event, the range of its members; `None` for an event that is not a JSON object.
     spans: Vec<Option<(u32, u32)>>,
+    /// Where set, `scan_list` keeps only these members (what `selectors` can read).
+    kept: Option<KeptKeys>,
 }
 
 impl<'a> Events<'a> {
+    /// Events whose scan keeps only what `selectors` read: the cheaper choice for an alerts file,
+    /// where most members of most events are none of the selectors'.
+    pub fn for_selectors(selectors: &Selectors) -> Events<'a> {
+        Events { kept: Some(KeptKeys::new(selectors)), ..Events::default() }
+    }
+
     pub fn len(&self) -> usize {
         self.spans.len()
     }
@@ -139,6 +183,7 @@ impl<'a> Events<'a> {
     /// Forgets every event, keeping the memory for the next alert.
     pub fn clear(&mut self) {
         self.members.clear();
+        self.elements.clear();
         self.spans.clear();
     }
 
@@ -148,8 +193,8 @@ impl<'a> Events<'a> {
         let members = &mut self.members;
         let fast = json.trim_start().starts_with('{')
             && scan::walk_object(json, |sc, k, d| {
-                let v = sc.value(d)?;
-                members.push((k.decoded(), v));
+                let raw = sc.value(d)?;
+                members.push(Member { key: k.decoded(), raw, list: None });
                 Some(())
             })
             .is_some();
@@ -160,7 +205,7 @@ impl<'a> Events<'a> {
         self.members.truncate(start);
         if json.trim_start().starts_with('{') {
             let obj = Object::parse(json)?;
-            self.members.extend(obj.members);
+            self.members.extend(obj.members.into_iter().map(|(key, raw)| Member { key, raw, list: None }));
             self.close(start);
         } else {
             serde_json::from_str::<IgnoredAny>(json)?;
@@ -169,16 +214,33 @@ impl<'a> Events<'a> {
         Ok(())
     }
 
-    /// Reads a JSON array of events at the scanner's cursor, as part of scanning a whole alert.
-    /// `None` where the scanner defers to serde_json (the caller then re-reads the alert with it).
+    /// Reads a JSON array of events at the scanner's cursor, as part of scanning a whole alert. The
+    /// elements of a kept list member are read in the same pass. `None` where the scanner defers to
+    /// serde_json (the caller then re-reads the alert with it).
     pub fn scan_list(&mut self, sc: &mut Scanner<'a>, depth: u32) -> Option<()> {
         sc.array(depth + 1, |sc, d| {
             if sc.at_object() {
                 let start = self.members.len();
-                let members = &mut self.members;
+                let (members, elements, kept) = (&mut self.members, &mut self.elements, &self.kept);
                 sc.object(d + 1, |sc, k, d| {
-                    let v = sc.value(d)?;
-                    members.push((k.decoded(), v));
+                    let key = k.decoded();
+                    if kept.as_ref().is_some_and(|kept| !kept.wants(&key)) {
+                        sc.value(d)?;
+                        return Some(());
+                    }
+                    if !sc.at_array() {
+                        let raw = sc.value(d)?;
+                        members.push(Member { key, raw, list: None });
+                        return Some(());
+                    }
+                    let first = elements.len() as u32;
+                    let raw = sc.array_of_values(d, |raw, plain| {
+                        elements.push(match plain {
+                            Some(s) => Scalar::Str(Cow::Borrowed(s)),
+                            None => Scalar::read(raw),
+                        })
+                    })?;
+                    members.push(Member { key, raw, list: Some((first, elements.len() as u32)) });
                     Some(())
                 })?;
                 self.close(start);
@@ -197,23 +259,28 @@ impl<'a> Events<'a> {
 
     fn event(&self, i: usize) -> Option<EventView<'_, 'a>> {
         let (a, b) = self.spans.get(i).copied().flatten()?;
-        Some(EventView { members: &self.members[a as usize..b as usize] })
+        Some(EventView { members: &self.members[a as usize..b as usize], elements: &self.elements })
     }
 }
 
 /// One event's members.
 struct EventView<'e, 'a> {
-    members: &'e [(Cow<'a, str>, &'a str)],
+    members: &'e [Member<'a>],
+    elements: &'e [Scalar<'a>],
 }
 
-impl<'a> EventView<'_, 'a> {
+impl<'e, 'a> EventView<'e, 'a> {
     /// The last member of that name, as JSON parsers that keep one value per name do.
     fn get(&self, name: &str) -> Option<&'a str> {
-        self.members.iter().rev().find(|(k, _)| k == name).map(|(_, v)| *v)
+        self.members.iter().rev().find(|m| m.key == name).map(|m| m.raw)
     }
 
     fn log_type(&self) -> Option<Cow<'a, str>> {
-        match Scalar::parse(self.get("p_log_type")?) {
+        let raw = self.get("p_log_type")?;
+        if let Some(s) = scan::plain_str(raw) {
+            return Some(Cow::Borrowed(s));
+        }
+        match Scalar::parse(raw) {
             Ok(Scalar::Str(s)) => Some(s),
             _ => None,
         }
@@ -380,18 +447,29 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
         };
         let log_type = ev.log_type();
         // One pass over the members, each dispatched to the selectors that start with its key.
-        for (mi, (key, raw)) in ev.members.iter().enumerate() {
-            for (si, sel) in selectors.starting_with(key) {
+        for (mi, m) in ev.members.iter().enumerate() {
+            for (si, sel) in selectors.starting_with(&m.key) {
                 if sel.log_type.is_some() && sel.log_type.as_deref() != log_type.as_deref() {
                     continue;
                 }
                 // A repeated key: the last one is the event's value, as JSON parsers read it.
-                if ev.members[mi + 1..].iter().any(|(k, _)| k == key) {
+                if ev.members[mi + 1..].iter().any(|o| o.key == m.key) {
                     continue;
                 }
-                let raw = if sel.path.len() == 1 { Some(*raw) } else { descend(raw, &sel.path[1..]) };
-                let Some(Ok(values)) = raw.map(Values::parse) else { continue };
-                gather(&mut out, &mut probes, values, ei, si, sel.kind);
+                let parsed;
+                let (list, values): (bool, &[Scalar<'_>]) = match (sel.path.len(), m.list) {
+                    (1, Some((a, b))) => (true, &ev.elements[a as usize..b as usize]),
+                    _ => {
+                        let raw = if sel.path.len() == 1 { Some(m.raw) } else { descend(m.raw, &sel.path[1..]) };
+                        let Some(Ok(v)) = raw.map(Values::parse) else { continue };
+                        parsed = v;
+                        match &parsed {
+                            Values::One(s) => (false, std::slice::from_ref(s)),
+                            Values::Many(v) => (true, &v[..]),
+                        }
+                    }
+                };
+                gather(&mut out, &mut probes, list, values, ei, si, sel.kind);
             }
         }
     }
@@ -459,22 +537,26 @@ fn descend<'a>(mut cur: &'a str, rest: &[String]) -> Option<&'a str> {
 }
 
 /// Normalizes the values of one selector into probes; what is not valid is skipped with a reason.
-fn gather<'a>(out: &mut Enrichment, probes: &mut Vec<Probe<'a>>, values: Values<'a>, ei: usize, si: usize, kind: Kind) {
-    let list = values.is_list();
-    let all: SmallVec<[Scalar<'a>; 4]> = match values {
-        Values::One(s) => smallvec::smallvec![s],
-        Values::Many(v) => v,
-    };
-    for v in all {
+fn gather<'a>(
+    out: &mut Enrichment,
+    probes: &mut Vec<Probe<'a>>,
+    list: bool,
+    values: &[Scalar<'a>],
+    ei: usize,
+    si: usize,
+    kind: Kind,
+) {
+    for v in values {
         let key = match v {
             Scalar::Null => continue,
             Scalar::Str(Cow::Borrowed(s)) => {
+                let s: &'a str = s;
                 out.lookups += 1;
                 normalize(kind, s, false).map_err(|why| (why, s.to_owned()))
             }
             Scalar::Str(Cow::Owned(s)) => {
                 out.lookups += 1;
-                normalize(kind, &s, false).map(Key::into_owned).map_err(|why| (why, s.clone()))
+                normalize(kind, s, false).map(Key::into_owned).map_err(|why| (why, s.clone()))
             }
             other => {
                 out.skip(ei, Some(si), &format!("{other:?}"), SkipReason::Invalid(Invalid::NotAString));
@@ -742,5 +824,57 @@ mod tests {
         let sel = Selectors::default();
         let ev = events(&[r#"{"p_any_domain_names":["a.b.Evil.Com"]}"#]);
         assert_eq!(found(&enrich(&ev, &tables, &sel), &tables, &sel), vec!["0:p_any_domain_names:a.b.evil.com=1"]);
+    }
+
+    /// Reads `[events...]` the way an alerts file is read: one scan that keeps only what the
+    /// selectors read, with list elements read in passing.
+    fn scanned<'a>(list: &'a str, sel: &Selectors) -> Events<'a> {
+        let mut ev = Events::for_selectors(sel);
+        let wrapped: &'a str = Box::leak(format!(r#"{{"events":{list}}}"#).into_boxed_str());
+        scan::walk_object(wrapped, |sc, _, d| ev.scan_list(sc, d)).unwrap();
+        ev
+    }
+
+    #[test]
+    fn an_alert_scan_that_keeps_only_selected_members_finds_what_a_full_read_finds() {
+        let tables = [table(
+            "intel",
+            &[("1.2.3.4", "ip", 80), ("5.6.7.8", "ip", 70), ("evil.com", "domain", 50), ("a@b.co", "email", 60)],
+        )];
+        let sel = Selectors::new(vec![
+            Selector::new(Some("AWS.CloudTrail"), "sourceIPAddress", Kind::Ip).unwrap(),
+            Selector::new(None, "client.ip", Kind::Ip).unwrap(),
+        ]);
+        let events_json = [
+            // The log type after the member its selector reads; a nested path; other members.
+            r#"{"sourceIPAddress":"5.6.7.8","userAgent":"x","client":{"ip":"1.2.3.4"},"p_log_type":"AWS.CloudTrail"}"#,
+            // A repeated list: the last one counts.
+            r#"{"p_any_ip_addresses":["1.2.3.4"],"p_row_id":"r","p_any_ip_addresses":["5.6.7.8",null,7,"bad"]}"#,
+            // An escaped name that reads as a selector's, and escaped values.
+            r#"{"p_any_domain_names":["EVIL.com."],"p_any\u005femails":["A@B.CO","\u0061@b.co"]}"#,
+            // A list where one value is expected, a value where a list is, and not an object at all.
+            r#"{"p_log_type":"AWS.CloudTrail","sourceIPAddress":["5.6.7.8"],"p_any_ip_addresses":"1.2.3.4"}"#,
+            r#"["not an event"]"#,
+            r#"{}"#,
+        ];
+        let list = format!("[{}]", events_json.join(","));
+        let full = enrich(&events(&events_json), &tables, &sel);
+        let fast = enrich(&scanned(&list, &sel), &tables, &sel);
+        assert_eq!(found(&fast, &tables, &sel), found(&full, &tables, &sel));
+        assert_eq!(fast, full, "the same matches, skipped values and lookups");
+        assert_eq!(
+            found(&fast, &tables, &sel),
+            vec![
+                "0:sourceIPAddress:5.6.7.8=2",
+                "0:client.ip:1.2.3.4=1",
+                "1:p_any_ip_addresses:5.6.7.8=2",
+                "2:p_any_domain_names:evil.com=3",
+                "2:p_any_emails:a@b.co=4",
+                "3:sourceIPAddress:5.6.7.8=2",
+                "3:p_any_ip_addresses:1.2.3.4=1",
+            ]
+        );
+        let skipped: Vec<String> = fast.skipped.iter().map(|s| format!("{}:{}", s.event, s.value)).collect();
+        assert_eq!(skipped, vec!["1:U64(7)", "1:bad", "4:"], "null is no value; 4 is not an object");
     }
 }

@@ -259,6 +259,23 @@ impl<'a> Scanner<'a> {
         Some((&self.s[start..self.i], (!escaped).then_some(content)))
     }
 
+    /// An array at the cursor (in place of `value(depth)`), validated, with each element handed to
+    /// `element` as [`Scanner::value_or_plain`] reads it; returns the array's raw text. Callers that
+    /// want a list's elements read them here, in the one pass, rather than scanning the text again.
+    pub fn array_of_values(
+        &mut self,
+        depth: u32,
+        mut element: impl FnMut(&'a str, Option<&'a str>),
+    ) -> Option<&'a str> {
+        let start = self.i;
+        self.array(depth + 1, |sc, d| {
+            let (raw, plain) = sc.value_or_plain(d)?;
+            element(raw, plain);
+            Some(())
+        })?;
+        Some(&self.s[start..self.i])
+    }
+
     /// Whether the cursor is at an object.
     pub fn at_object(&self) -> bool {
         self.peek() == Some(b'{')
