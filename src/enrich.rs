@@ -109,10 +109,7 @@ impl Selectors {
 
     /// The selectors whose path starts with the member `key`.
     fn starting_with<'s>(&'s self, key: &'s str) -> impl Iterator<Item = (usize, &'s Selector)> + 's {
-        self.list.iter().enumerate().filter(move |(_, s)| {
-            let first = &s.path[0];
-            first.len() == key.len() && first == key
-        })
+        self.list.iter().enumerate().filter(move |(_, s)| scan::same_name(&s.path[0], key))
     }
 }
 
@@ -138,7 +135,7 @@ impl KeptKeys {
     }
 
     fn wants(&self, name: &str) -> bool {
-        self.lengths >> name.len().min(63) & 1 == 1 && self.names.iter().any(|n| **n == *name)
+        self.lengths >> name.len().min(63) & 1 == 1 && self.names.iter().any(|n| scan::same_name(n, name))
     }
 }
 
@@ -272,7 +269,7 @@ struct EventView<'e, 'a> {
 impl<'e, 'a> EventView<'e, 'a> {
     /// The last member of that name, as JSON parsers that keep one value per name do.
     fn get(&self, name: &str) -> Option<&'a str> {
-        self.members.iter().rev().find(|m| m.key == name).map(|m| m.raw)
+        self.members.iter().rev().find(|m| scan::same_name(&m.key, name)).map(|m| m.raw)
     }
 
     fn log_type(&self) -> Option<Cow<'a, str>> {
@@ -439,7 +436,8 @@ fn append_p_match(out: &mut String, row: &str, value: &str) {
 /// Matches every selected value of every event against every table.
 pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> Enrichment {
     let mut out = Enrichment::default();
-    let mut probes: Vec<Probe> = Vec::new();
+    // Sized for every value the scan read in passing, so that it does not grow again and again.
+    let mut probes: Vec<Probe> = Vec::with_capacity(events.elements.len() + events.len());
     for ei in 0..events.len() {
         let Some(ev) = events.event(ei) else {
             out.skip(ei, None, "", SkipReason::EventNotAnObject);
@@ -453,7 +451,7 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
                     continue;
                 }
                 // A repeated key: the last one is the event's value, as JSON parsers read it.
-                if ev.members[mi + 1..].iter().any(|o| o.key == m.key) {
+                if ev.members[mi + 1..].iter().any(|o| scan::same_name(&o.key, &m.key)) {
                     continue;
                 }
                 let parsed;
