@@ -600,14 +600,16 @@ impl TsvRow<'_> {
 /// The TSV rows of one alert's enrichment.
 pub fn tsv_rows<'t>(alert_id: &str, e: &Enrichment, tables: &'t [Table], selectors: &'t Selectors) -> Vec<TsvRow<'t>> {
     let alert_id: std::sync::Arc<str> = alert_id.into();
+    let winners: Vec<(usize, EntryId)> = e.matches.iter().map(|m| (m.table, m.entry)).collect();
     e.matches
         .iter()
-        .map(|m| TsvRow {
+        .zip(Table::entry_ids(tables, &winners))
+        .map(|(m, entry_id)| TsvRow {
             alert_id: alert_id.clone(),
             event: m.event,
             field: &selectors.get(m.selector).field,
             value: m.value.clone(),
-            entry_id: tables[m.table].entry_id(m.entry),
+            entry_id,
         })
         .collect()
 }
