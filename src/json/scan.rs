@@ -414,6 +414,21 @@ pub fn unescape(content: &str) -> String {
     out
 }
 
+/// Where the run of plain string content starting at byte `i` of `s` ends: at the first `"`, `\` or
+/// control character, or the end of `s`.
+pub fn plain_end(s: &str, i: usize) -> usize {
+    let mut sc = Scanner { s, b: s.as_bytes(), i };
+    sc.skip_plain();
+    sc.i
+}
+
+/// Where the JSON number starting at byte `i` of `s` ends; `None` if no valid number starts there.
+pub fn number_end(s: &str, i: usize) -> Option<usize> {
+    let mut sc = Scanner { s, b: s.as_bytes(), i };
+    sc.number()?;
+    Some(sc.i)
+}
+
 /// Whether two short texts (member names) are equal, compared a word at a time in line: names
 /// are compared for every member of every event, and a call to `memcmp` costs more than the compare.
 #[inline]

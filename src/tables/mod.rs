@@ -11,6 +11,7 @@
 
 pub mod index;
 pub mod refresh;
+mod template;
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -608,7 +609,12 @@ fn parse_chunk(chunk: &Chunk, shapes: &Shapes, now: NaiveDateTime) -> Vec<Batch>
         .par_chunks(BATCH_ROWS)
         .map(|lines| {
             let block = Vec::with_capacity(lines.iter().map(|(_, l)| l.len()).sum::<usize>() * 3 / 4);
-            let mut out = BatchOut { block, hint: ShapeHint::default(), members: Vec::with_capacity(32) };
+            let mut out = BatchOut {
+                block,
+                hint: ShapeHint::default(),
+                members: Vec::with_capacity(32),
+                templates: Templates::default(),
+            };
             let rows = lines.iter().map(|(n, l)| (*n, parse_anomali_row(l, now, shapes, &mut out))).collect();
             let mut block = out.block;
             if block.len() < block.capacity() / 2 {
@@ -675,34 +681,7 @@ impl<'a> AnomaliRow<'a> {
             if plain_keys {
                 members.push((k.text, raw));
             }
-            // Most keys are none of ours: their length alone says so, without comparing text.
-            if !k.escaped && !matches!(k.text.len(), 2 | 4 | 5 | 6 | 10 | 11 | 13) {
-                return Some(());
-            }
-            // A repeated field reads as its last value, as Python's json.loads keeps it.
-            let slot = match &*k.decoded() {
-                "id" => &mut row.id,
-                "value" => &mut row.value,
-                "type" => &mut row.row_type,
-                "confidence" => &mut row.confidence,
-                "status" => &mut row.status,
-                "expiration_ts" => &mut row.expiration_ts,
-                "modified_ts" => &mut row.modified_ts,
-                "match" => {
-                    row.match_keys = match Values::parse(raw).ok()? {
-                        Values::One(Scalar::Null) => None,
-                        other => Some(other),
-                    };
-                    return Some(());
-                }
-                _ => return Some(()),
-            };
-            // A JSON null reads as an absent field.
-            *slot = match plain {
-                Some(content) => Some(Scalar::Str(Cow::Borrowed(content))),
-                None => Some(Scalar::read(raw)).filter(|s| *s != Scalar::Null),
-            };
-            Some(())
+            row.take(k, raw, plain)
         })?;
         if !plain_keys {
             // Rows with escaped keys are kept verbatim.
@@ -710,6 +689,69 @@ impl<'a> AnomaliRow<'a> {
         }
         Some(row)
     }
+
+    /// Takes one member; `None` where the scanner must defer to serde_json.
+    fn take(&mut self, k: scan::RawKey<'a>, raw: &'a str, plain: Option<&'a str>) -> Option<()> {
+        // Most keys are none of ours: their length alone says so, without comparing text.
+        if !k.escaped && !matches!(k.text.len(), 2 | 4 | 5 | 6 | 10 | 11 | 13) {
+            return Some(());
+        }
+        match role(&k.decoded()) {
+            Some(r) => self.take_role(r, raw, plain),
+            None => Some(()),
+        }
+    }
+
+    /// Takes the member that plays `role`. A repeated field reads as its last value, as Python's
+    /// json.loads keeps it.
+    fn take_role(&mut self, role: u8, raw: &'a str, plain: Option<&'a str>) -> Option<()> {
+        let slot = match role {
+            ROLE_ID => &mut self.id,
+            ROLE_VALUE => &mut self.value,
+            ROLE_TYPE => &mut self.row_type,
+            ROLE_CONFIDENCE => &mut self.confidence,
+            ROLE_STATUS => &mut self.status,
+            ROLE_EXPIRATION => &mut self.expiration_ts,
+            ROLE_MODIFIED => &mut self.modified_ts,
+            _ => {
+                self.match_keys = match Values::parse(raw).ok()? {
+                    Values::One(Scalar::Null) => None,
+                    other => Some(other),
+                };
+                return Some(());
+            }
+        };
+        // A JSON null reads as an absent field.
+        *slot = match plain {
+            Some(content) => Some(Scalar::Str(Cow::Borrowed(content))),
+            None => Some(Scalar::read(raw)).filter(|s| *s != Scalar::Null),
+        };
+        Some(())
+    }
+}
+
+const ROLE_ID: u8 = 0;
+const ROLE_VALUE: u8 = 1;
+const ROLE_TYPE: u8 = 2;
+const ROLE_CONFIDENCE: u8 = 3;
+const ROLE_STATUS: u8 = 4;
+const ROLE_EXPIRATION: u8 = 5;
+const ROLE_MODIFIED: u8 = 6;
+const ROLE_MATCH: u8 = 7;
+
+/// Which of the fields matching reads a key names.
+fn role(key: &str) -> Option<u8> {
+    Some(match key {
+        "id" => ROLE_ID,
+        "value" => ROLE_VALUE,
+        "type" => ROLE_TYPE,
+        "confidence" => ROLE_CONFIDENCE,
+        "status" => ROLE_STATUS,
+        "expiration_ts" => ROLE_EXPIRATION,
+        "modified_ts" => ROLE_MODIFIED,
+        "match" => ROLE_MATCH,
+        _ => return None,
+    })
 }
 
 /// Which shape the last rows of a batch had, and whether the batch already offered a new one.
@@ -728,6 +770,7 @@ fn place_row(
     shapes: &Shapes,
     block: &mut Vec<u8>,
     hint: &mut ShapeHint,
+    known: Option<usize>,
 ) -> (RowLoc, Option<Shape>) {
     let off = block.len() as u32;
     let same = |s: &Shape| s.len() == members.len() && s.iter().zip(members).all(|(a, (b, _))| **a == **b);
@@ -735,8 +778,9 @@ fn place_row(
         !members.is_empty() && 1 + members.iter().map(|(k, v)| k.len() + 4 + v.len()).sum::<usize>() == line.len();
     let mut offer = None;
     if exact {
-        let found =
-            shapes.get(hint.last).filter(|s| same(s)).map(|_| hint.last).or_else(|| shapes.iter().position(same));
+        let found = known.filter(|&id| id < shapes.len()).or_else(|| {
+            shapes.get(hint.last).filter(|s| same(s)).map(|_| hint.last).or_else(|| shapes.iter().position(same))
+        });
         match found {
             Some(id) => {
                 hint.last = id;
@@ -767,6 +811,82 @@ struct BatchOut<'a> {
     block: Vec<u8>,
     hint: ShapeHint,
     members: Members<'a>,
+    templates: Templates,
+}
+
+/// The row layouts a batch has learned, and the scratch space reading with them takes.
+#[derive(Default)]
+struct Templates {
+    learned: Vec<template::Template>,
+    /// The template that read the last row: the first one tried for the next.
+    last: usize,
+    /// Rows tried against the templates, and rows they read: a batch whose rows mostly fit none
+    /// stops trying.
+    tried: u32,
+    read: u32,
+    /// Per template, the shape (key list) its rows have, once a row it read found it.
+    shapes: Vec<Option<usize>>,
+    /// The template that read the current row, if one did.
+    current: Option<usize>,
+    /// Rows offered to learn from (a row with escapes teaches nothing; a few such rows stop it).
+    offered: u32,
+    at: Vec<u32>,
+}
+
+impl Templates {
+    /// Reads `text` with a learned template, into `members`.
+    fn row<'a>(&mut self, text: &'a str, members: &mut Members<'a>) -> Option<AnomaliRow<'a>> {
+        self.current = None;
+        if self.learned.is_empty() || (self.tried >= 256 && self.read * 2 < self.tried) {
+            return None;
+        }
+        self.tried += 1;
+        let n = self.learned.len();
+        for k in 0..n {
+            let t = (self.last + k) % n;
+            let mut row = AnomaliRow::default();
+            let mut ok = true;
+            members.clear();
+            let fits = self.learned[t].read(text, &mut self.at, |role, (key, raw, plain)| {
+                members.push((key, raw));
+                if let Some(r) = role {
+                    ok &= row.take_role(r, raw, plain).is_some();
+                }
+            });
+            if fits {
+                self.last = t;
+                self.current = Some(t);
+                self.read += 1;
+                return ok.then_some(row);
+            }
+        }
+        None
+    }
+
+    /// The shape of the current row, where its template knows it: the row's keys are those of
+    /// every row the template read, byte for byte.
+    fn shape(&self) -> Option<usize> {
+        self.shapes.get(self.current?).copied().flatten()
+    }
+
+    /// Notes the shape the current row was found to have.
+    fn found_shape(&mut self, shape: usize) {
+        if let Some(slot) = self.current.and_then(|t| self.shapes.get_mut(t)) {
+            *slot = Some(shape);
+        }
+    }
+
+    /// Learns the layout of a row the general scanner read, while there is room for one more.
+    fn learn(&mut self, text: &str) {
+        if self.learned.len() < template::MAX_TEMPLATES && self.offered < 2 * template::MAX_TEMPLATES as u32 {
+            self.offered += 1;
+            if let Some(t) = template::Template::learn(text, role) {
+                self.last = self.learned.len();
+                self.learned.push(t);
+                self.shapes.push(None);
+            }
+        }
+    }
 }
 
 /// Appends `v`, a slice of `line`. Most values are short, and a copy of a fixed 32 bytes (then
@@ -795,13 +915,15 @@ fn parse_anomali_row<'a>(line: &'a [u8], now: NaiveDateTime, shapes: &Shapes, ou
     // One UTF-8 check for the whole line is faster than serde_json's check of each string, and it
     // also covers the members we skip, which are carried into the output as they are.
     let text = std::str::from_utf8(line).map_err(|e| (RejectReason::InvalidJson, format!("not UTF-8 text: {e}")))?;
-    let row = match AnomaliRow::scan(text, &mut out.members) {
-        Some(row) => row,
-        None => {
-            out.members.clear();
-            serde_json::from_str(text).map_err(|e| (RejectReason::InvalidJson, format!("invalid JSON: {e}")))?
-        }
-    };
+    let by_template = out.templates.row(text, &mut out.members);
+    let row =
+        match by_template.or_else(|| AnomaliRow::scan(text, &mut out.members).inspect(|_| out.templates.learn(text))) {
+            Some(row) => row,
+            None => {
+                out.members.clear();
+                serde_json::from_str(text).map_err(|e| (RejectReason::InvalidJson, format!("invalid JSON: {e}")))?
+            }
+        };
     let kind = match &row.row_type {
         Some(Scalar::Str(t)) => Kind::from_row_type(t).ok_or_else(|| {
             (RejectReason::UnknownType, format!("unknown type {}: expected one of {ROW_TYPES}", quote(t)))
@@ -848,7 +970,10 @@ fn parse_anomali_row<'a>(line: &'a [u8], now: NaiveDateTime, shapes: &Shapes, ou
         _ => Cow::Borrowed(""),
     };
     let (row_loc, new_shape, id_at, modified_at) = if eligible {
-        let (r, n) = place_row(line, &out.members, shapes, &mut out.block, &mut out.hint);
+        let (r, n) = place_row(line, &out.members, shapes, &mut out.block, &mut out.hint, out.templates.shape());
+        if r.shape != VERBATIM {
+            out.templates.found_shape(r.shape as usize);
+        }
         (r, n, put(&mut out.block, id.as_bytes()), put(&mut out.block, modified.as_bytes()))
     } else {
         (RowLoc::default(), None, (0, 0), (0, 0))
