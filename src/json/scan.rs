@@ -433,7 +433,12 @@ pub fn number_end(s: &str, i: usize) -> Option<usize> {
 /// are compared for every member of every event, and a call to `memcmp` costs more than the compare.
 #[inline]
 pub fn same_name(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// `a == b` for short runs of bytes, a word at a time in line (see [`same_name`]).
+#[inline]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -150,7 +150,7 @@ impl Template {
         for step in &self.steps {
             at.push(i as u32);
             let lit = &self.text[step.at as usize..(step.at + step.len) as usize];
-            if !same_bytes(b.get(i..i + lit.len()), lit) {
+            if !b.get(i..i + lit.len()).is_some_and(|run| scan::same_bytes(run, lit)) {
                 return false;
             }
             i += lit.len();
@@ -179,25 +179,6 @@ impl Template {
             member(m.role, (&line[k..k + m.key_len as usize], raw, plain));
         }
         true
-    }
-}
-
-/// `a == Some(b)`, for the short fixed runs of a template compared a word at a time in line.
-#[inline]
-fn same_bytes(a: Option<&[u8]>, b: &[u8]) -> bool {
-    let Some(a) = a else { return false };
-    if b.len() == 1 {
-        return a[0] == b[0];
-    }
-    // Both are the same length here; `same_name` compares texts, and these bytes need not be text.
-    a.len() == b.len() && {
-        let word = |s: &[u8], i: usize| s.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok());
-        if (8..=32).contains(&b.len()) {
-            let last = b.len() - 8;
-            [0, 8, 16, 24].iter().all(|&i| word(a, i.min(last)) == word(b, i.min(last)))
-        } else {
-            a == b
-        }
     }
 }
 
