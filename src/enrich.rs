@@ -266,7 +266,7 @@ struct EventView<'e, 'a> {
     elements: &'e [Scalar<'a>],
 }
 
-impl<'e, 'a> EventView<'e, 'a> {
+impl<'a> EventView<'_, 'a> {
     /// The last member of that name, as JSON parsers that keep one value per name do.
     fn get(&self, name: &str) -> Option<&'a str> {
         self.members.iter().rev().find(|m| scan::same_name(&m.key, name)).map(|m| m.raw)

@@ -713,15 +713,17 @@ impl<'a> AnomaliRow<'a> {
             ROLE_STATUS => &mut self.status,
             ROLE_EXPIRATION => &mut self.expiration_ts,
             ROLE_MODIFIED => &mut self.modified_ts,
-            _ => {
+            ROLE_MATCH => {
                 self.match_keys = match Values::parse(raw).ok()? {
                     Values::One(Scalar::Null) => None,
                     other => Some(other),
                 };
                 return Some(());
             }
+            // `role` names no other.
+            _ => return Some(()),
         };
-        // A JSON null reads as an absent field.
+        // A JSON null reads as an absent field (a string's content needs no test for it).
         *slot = match plain {
             Some(content) => Some(Scalar::Str(Cow::Borrowed(content))),
             None => Some(Scalar::read(raw)).filter(|s| *s != Scalar::Null),
@@ -817,20 +819,24 @@ struct BatchOut<'a> {
 /// The row layouts a batch has learned, and the scratch space reading with them takes.
 #[derive(Default)]
 struct Templates {
-    learned: Vec<template::Template>,
+    learned: Vec<Learned>,
     /// The template that read the last row: the first one tried for the next.
     last: usize,
     /// Rows tried against the templates, and rows they read: a batch whose rows mostly fit none
     /// stops trying.
     tried: u32,
     read: u32,
-    /// Per template, the shape (key list) its rows have, once a row it read found it.
-    shapes: Vec<Option<usize>>,
     /// The template that read the current row, if one did.
     current: Option<usize>,
     /// Rows offered to learn from (a row with escapes teaches nothing; a few such rows stop it).
     offered: u32,
     at: Vec<u32>,
+}
+
+/// A learned template, and the shape (key list) its rows have once a row it read found it.
+struct Learned {
+    template: template::Template,
+    shape: Option<usize>,
 }
 
 impl Templates {
@@ -847,7 +853,7 @@ impl Templates {
             let mut row = AnomaliRow::default();
             let mut ok = true;
             members.clear();
-            let fits = self.learned[t].read(text, &mut self.at, |role, (key, raw, plain)| {
+            let fits = self.learned[t].template.read(text, &mut self.at, |role, (key, raw, plain)| {
                 members.push((key, raw));
                 if let Some(r) = role {
                     ok &= row.take_role(r, raw, plain).is_some();
@@ -866,13 +872,13 @@ impl Templates {
     /// The shape of the current row, where its template knows it: the row's keys are those of
     /// every row the template read, byte for byte.
     fn shape(&self) -> Option<usize> {
-        self.shapes.get(self.current?).copied().flatten()
+        self.learned.get(self.current?)?.shape
     }
 
     /// Notes the shape the current row was found to have.
     fn found_shape(&mut self, shape: usize) {
-        if let Some(slot) = self.current.and_then(|t| self.shapes.get_mut(t)) {
-            *slot = Some(shape);
+        if let Some(learned) = self.current.and_then(|t| self.learned.get_mut(t)) {
+            learned.shape = Some(shape);
         }
     }
 
@@ -880,10 +886,9 @@ impl Templates {
     fn learn(&mut self, text: &str) {
         if self.learned.len() < template::MAX_TEMPLATES && self.offered < 2 * template::MAX_TEMPLATES as u32 {
             self.offered += 1;
-            if let Some(t) = template::Template::learn(text, role) {
+            if let Some(template) = template::Template::learn(text, role) {
                 self.last = self.learned.len();
-                self.learned.push(t);
-                self.shapes.push(None);
+                self.learned.push(Learned { template, shape: None });
             }
         }
     }

@@ -50,7 +50,7 @@ struct Member {
     end: Place,
     /// Whether the value is a string (its content is then the value less its quotes).
     string: bool,
-    /// The member's role, if any (see [`Template::roles`]).
+    /// The member's role, if any (see [`Template::learn`]).
     role: Option<u8>,
 }
 
