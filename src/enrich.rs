@@ -13,7 +13,7 @@ use serde::de::IgnoredAny;
 use crate::indicator::{normalize, Invalid, Key, Kind};
 use crate::json::scan::{self, Scanner};
 use crate::json::{write_str_literal, Object, Scalar, Values};
-use crate::tables::{EntryId, Table};
+use crate::tables::{key_hash, EntryId, Table};
 
 /// The `p_any_*` fields Panther fills for every log type: the default selectors.
 pub const DEFAULT_SELECTORS: [(&str, Kind); 6] = [
@@ -479,7 +479,7 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
             tables
                 .iter()
                 .enumerate()
-                .fold(0u64, |m, (ti, t)| m | (u64::from(ti >= 64 || t.may_match(&p.key)) << ti.min(63)))
+                .fold(0u64, |m, (ti, t)| m | (u64::from(ti >= 64 || t.may_match_hashed(&p.key, p.hash)) << ti.min(63)))
         })
         .collect();
     let mut event_start = (usize::MAX, 0);
@@ -494,7 +494,7 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
             if mask & (1 << ti.min(63)) == 0 {
                 continue;
             }
-            if let Some(entry) = table.lookup(&p.key) {
+            if let Some(entry) = table.lookup_hashed(&p.key, p.hash) {
                 let value = shown(&p.key);
                 let dup = out.matches[event_start.1..]
                     .iter()
@@ -520,6 +520,8 @@ struct Probe<'a> {
     event: usize,
     selector: usize,
     list: bool,
+    /// The key's `key_hash`, the same for every table.
+    hash: u64,
     key: Key<'a>,
 }
 
@@ -562,7 +564,7 @@ fn gather<'a>(
             }
         };
         match key {
-            Ok(key) => probes.push(Probe { event: ei, selector: si, list, key }),
+            Ok(key) => probes.push(Probe { event: ei, selector: si, list, hash: key_hash(&key), key }),
             Err((why, s)) => out.skip(ei, Some(si), &s, SkipReason::Invalid(why)),
         }
     }

@@ -1,45 +1,61 @@
-//! The lookup index of one table: exact keys in hash maps, CIDR networks flattened into disjoint
+//! The lookup index of one table: exact keys in hash tables, CIDR networks flattened into disjoint
 //! address segments, and the winner of every key computed once, at build time.
+//!
+//! Why shards: a load parses rows on every core, and the inserts must not then queue behind one
+//! core. Every key is hashed once, where it is parsed, and its hash picks one of `SHARDS` shards;
+//! shards share nothing, so a batch of parsed rows is inserted by all cores at once, each shard's
+//! keys in file order (so ties go to the row seen first, as the reference keeps them). The same hash
+//! serves a lookup's filter bit, its shard and its probe, and it is one process-wide function, so an
+//! event value is hashed once for every table.
 //!
 //! Why segments: an address is matched by *every* eligible network that contains it, not only the
 //! longest prefix. CIDR networks nest or are disjoint, so one sweep over them in address order yields
 //! non-overlapping segments, each carrying the winner among all networks that cover it. A lookup is
-//! then one hash probe (an exact key, already combined with its covering networks) or one binary
-//! search, whatever the number of networks and prefix lengths.
+//! then one hash probe and one binary search, whatever the number of networks and prefix lengths.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use ahash::RandomState;
+use hashbrown::hash_table::{Entry as Slot, HashTable};
+use rayon::prelude::*;
 
 use crate::indicator::{Ip, Key, Kind, Net};
 
-/// One eligible table row, as compact as the output needs it: its raw JSON object and the three
-/// fields the winner rule reads. Text lives in the table's byte arena.
+/// One eligible table row, as compact as the output needs it: where its bytes are, and the three
+/// fields the winner rule reads. The row's bytes are followed in its block by its id's text, then
+/// its `modified_ts` text.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
-    pub row: Span,
+    /// The row block (high 32 bits) and the row's offset in it (low 32 bits).
+    pub at: u64,
+    pub row_len: u32,
+    pub id_len: u32,
+    pub modified_len: u32,
     /// How the row is stored: `VERBATIM`, or the shape that rebuilds it from the array of its values.
     pub shape: u32,
-    pub id: Span,
-    pub modified: Span,
     pub id_num: i64,
     pub confidence: i64,
 }
 
-/// A byte range in an arena.
+impl Entry {
+    pub fn row(&self) -> Span {
+        Span { off: self.at, len: self.row_len }
+    }
+
+    pub fn id(&self) -> Span {
+        Span { off: self.at + u64::from(self.row_len), len: self.id_len }
+    }
+
+    pub fn modified(&self) -> Span {
+        Span { off: self.at + u64::from(self.row_len) + u64::from(self.id_len), len: self.modified_len }
+    }
+}
+
+/// A byte range in the row blocks: the block in the high 32 bits of `off`, the offset in the low.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Span {
     pub off: u64,
     pub len: u32,
-}
-
-impl Span {
-    pub fn range(self) -> std::ops::Range<usize> {
-        // Spans are made from in-memory offsets, so they fit usize.
-        let off = self.off as usize;
-        off..off + self.len as usize
-    }
 }
 
 /// A row stored as it was written.
@@ -56,6 +72,58 @@ const MAX_SHAPES: usize = 256;
 /// An entry's index in `Index::entries`.
 pub type EntryId = u32;
 
+/// How many shards the exact keys are spread over: enough tasks to keep every core busy however
+/// unevenly a batch's keys fall, few enough that each shard's tables stay large.
+pub const SHARDS: usize = 16;
+
+/// The hash of every key and value, for the whole process (seeded at random once, so that values an
+/// attacker puts in events cannot be chosen to collide).
+fn hasher() -> &'static RandomState {
+    static HASHER: OnceLock<RandomState> = OnceLock::new();
+    HASHER.get_or_init(RandomState::new)
+}
+
+fn hash_v4(a: u32) -> u64 {
+    hasher().hash_one(a)
+}
+
+fn hash_v6(a: u128) -> u64 {
+    hasher().hash_one(a)
+}
+
+fn hash_net(n: &Net) -> u64 {
+    hasher().hash_one(n)
+}
+
+fn hash_text(slot: usize, text: &[u8]) -> u64 {
+    hasher().hash_one((slot as u8, text))
+}
+
+/// The hash a key is filed and found under, in every table.
+pub fn key_hash(key: &Key<'_>) -> u64 {
+    match key {
+        Key::Ip(Ip::V4(a)) => hash_v4(*a),
+        Key::Ip(Ip::V6(a)) => hash_v6(*a),
+        Key::Net(n) => hash_net(n),
+        Key::Text(kind, t) => hash_text(text_slot(*kind), t.as_bytes()),
+    }
+}
+
+/// Bits of the hash that the hash tables use for neither the bucket (low bits) nor the tag (the top
+/// seven), so that the keys of one shard still spread over their tables.
+fn shard_of(hash: u64) -> usize {
+    (hash >> 40) as usize % SHARDS
+}
+
+fn text_slot(kind: Kind) -> usize {
+    match kind {
+        Kind::Domain => 0,
+        Kind::Email => 1,
+        Kind::Hash => 2,
+        Kind::Url | Kind::Ip => 3,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Segment {
     start: u128,
@@ -63,34 +131,28 @@ struct Segment {
     winner: EntryId,
 }
 
-type Map<K> = HashMap<K, EntryId, RandomState>;
-
 /// Entries and the bytes they point into; the winner rule compares through it.
 #[derive(Debug, Default)]
 pub struct Entries {
     pub list: Vec<Entry>,
-    /// Row blocks: each eligible row (verbatim or compact), its id and its `modified_ts` text. A
-    /// span holds its block in the high 32 bits of `off`.
+    /// Row blocks: each eligible row (verbatim or compact) with its id and `modified_ts` texts, and
+    /// the normalized text keys.
     pub rows: Vec<Vec<u8>>,
     pub shapes: Shapes,
 }
 
 impl Entries {
-    /// An entry's id or `modified_ts` text (kept in the row blocks beside the row).
+    /// The bytes a span covers.
     pub fn text(&self, s: Span) -> &[u8] {
-        self.row(s)
-    }
-
-    pub fn row(&self, s: Span) -> &[u8] {
-        let chunk = &self.rows[(s.off >> 32) as usize];
+        let block = &self.rows[(s.off >> 32) as usize];
         let off = (s.off & 0xffff_ffff) as usize;
-        &chunk[off..off + s.len as usize]
+        &block[off..off + s.len as usize]
     }
 
     /// The entry's row as the table wrote it, rebuilt from its shape where it was stored compactly.
     pub fn row_json(&self, e: &Entry) -> std::borrow::Cow<'_, str> {
         // Rows were validated as UTF-8 JSON when loaded.
-        let text = std::str::from_utf8(self.row(e.row)).unwrap_or("{}");
+        let text = std::str::from_utf8(self.text(e.row())).unwrap_or("{}");
         let Some(keys) = self.shapes.get(e.shape as usize) else { return text.into() };
         let mut out = String::with_capacity(text.len() + keys.iter().map(|k| k.len() + 4).sum::<usize>());
         out.push('{');
@@ -125,7 +187,7 @@ impl Entries {
         if x.confidence != y.confidence {
             return x.confidence > y.confidence;
         }
-        let (mx, my) = (self.text(x.modified), self.text(y.modified));
+        let (mx, my) = (self.text(x.modified()), self.text(y.modified()));
         if mx != my {
             return mx > my;
         }
@@ -138,24 +200,172 @@ impl Entries {
             _ => b,
         }
     }
+
+    /// The winner between an exact key's row and the networks around it, where either exists.
+    fn with_networks(&self, exact: Option<EntryId>, network: Option<EntryId>) -> Option<EntryId> {
+        match (exact, network) {
+            (exact, Some(n)) => Some(self.best(exact, n)),
+            (exact, None) => exact,
+        }
+    }
+}
+
+/// A text key: its hash (so that neither a probe nor a rehash reads the text of a different key)
+/// and where its normalized text lies in the row blocks.
+#[derive(Debug, Clone, Copy)]
+struct TextKey {
+    hash: u64,
+    at: u64,
+    len: u32,
+    entry: EntryId,
+}
+
+impl TextKey {
+    fn span(&self) -> Span {
+        Span { off: self.at, len: self.len }
+    }
+}
+
+/// A key read from a row, waiting for its shard: its hash, and the row's entry (numbered within its
+/// batch until the batch is absorbed).
+#[derive(Debug, Clone, Copy)]
+pub struct Pending {
+    hash: u64,
+    entry: EntryId,
+    key: PendingKey,
+}
+
+/// A key as the index files it: text keys already copied into the row blocks.
+#[derive(Debug, Clone, Copy)]
+enum PendingKey {
+    V4(u32),
+    V6(u128),
+    Net(Net),
+    Text(usize, Span),
+}
+
+/// The keys of one batch of rows, by shard, in file order.
+#[derive(Debug)]
+pub struct ShardedKeys(Vec<Vec<Pending>>);
+
+impl Default for ShardedKeys {
+    fn default() -> Self {
+        ShardedKeys((0..SHARDS).map(|_| Vec::new()).collect())
+    }
+}
+
+impl ShardedKeys {
+    /// Files `key` for entry `entry`; a text key's bytes are appended to `block`, the row block that
+    /// will be block number `block_index`.
+    pub fn push(&mut self, key: &Key<'_>, entry: EntryId, block: &mut Vec<u8>, block_index: u64) {
+        let (hash, key) = pending_key(key, block, block_index);
+        self.0[shard_of(hash)].push(Pending { hash, entry, key });
+    }
+}
+
+fn pending_key(key: &Key<'_>, block: &mut Vec<u8>, block_index: u64) -> (u64, PendingKey) {
+    let hash = key_hash(key);
+    let key = match key {
+        Key::Ip(Ip::V4(a)) => PendingKey::V4(*a),
+        Key::Ip(Ip::V6(a)) => PendingKey::V6(*a),
+        Key::Net(n) => PendingKey::Net(*n),
+        Key::Text(kind, t) => {
+            let off = block.len() as u64;
+            block.extend_from_slice(t.as_bytes());
+            PendingKey::Text(text_slot(*kind), Span { off: (block_index << 32) | off, len: t.len() as u32 })
+        }
+    };
+    (hash, key)
+}
+
+/// The exact keys whose hash picks this shard.
+#[derive(Debug, Default)]
+struct Shard {
+    v4: HashTable<(u32, EntryId)>,
+    v6: HashTable<(u128, EntryId)>,
+    nets: HashTable<(Net, EntryId)>,
+    /// Per text slot (domains, emails, hashes, urls).
+    text: [HashTable<TextKey>; 4],
+}
+
+/// What a hash table holds for a key: the key and its winning entry.
+trait Filed {
+    fn winner(&mut self) -> &mut EntryId;
+}
+
+impl<K> Filed for (K, EntryId) {
+    fn winner(&mut self) -> &mut EntryId {
+        &mut self.1
+    }
+}
+
+impl Filed for TextKey {
+    fn winner(&mut self) -> &mut EntryId {
+        &mut self.entry
+    }
+}
+
+/// Files `new` in `table`, or where its key is there already, keeps whichever entry wins.
+fn file<T: Filed>(
+    table: &mut HashTable<T>,
+    hash: u64,
+    eq: impl FnMut(&T) -> bool,
+    rehash: impl Fn(&T) -> u64,
+    mut new: T,
+    entries: &Entries,
+) {
+    match table.entry(hash, eq, rehash) {
+        Slot::Occupied(mut o) => {
+            let (slot, entry) = (o.get_mut().winner(), *new.winner());
+            if entries.better(entry, *slot) {
+                *slot = entry;
+            }
+        }
+        Slot::Vacant(v) => {
+            v.insert(new);
+        }
+    }
+}
+
+impl Shard {
+    fn insert(&mut self, entries: &Entries, hash: u64, key: PendingKey, entry: EntryId) {
+        match key {
+            PendingKey::V4(a) => file(&mut self.v4, hash, |e| e.0 == a, |e| hash_v4(e.0), (a, entry), entries),
+            PendingKey::V6(a) => file(&mut self.v6, hash, |e| e.0 == a, |e| hash_v6(e.0), (a, entry), entries),
+            PendingKey::Net(n) => file(&mut self.nets, hash, |e| e.0 == n, |e| hash_net(&e.0), (n, entry), entries),
+            PendingKey::Text(slot, span) => {
+                let text = entries.text(span);
+                let new = TextKey { hash, at: span.off, len: span.len, entry };
+                let eq = |e: &TextKey| e.hash == hash && entries.text(e.span()) == text;
+                file(&mut self.text[slot], hash, eq, |e| e.hash, new, entries)
+            }
+        }
+    }
+
+    /// Room for `factor - 1` times the keys each table holds now.
+    fn grow(&mut self, factor: f64) {
+        let more = |n: usize| (n as f64 * (factor - 1.0)) as usize;
+        self.v4.reserve(more(self.v4.len()), |e| hash_v4(e.0));
+        self.v6.reserve(more(self.v6.len()), |e| hash_v6(e.0));
+        for t in &mut self.text {
+            t.reserve(more(t.len()), |e| e.hash);
+        }
+    }
+
+    fn find_text(&self, entries: &Entries, slot: usize, key: &[u8], hash: u64) -> Option<EntryId> {
+        self.text[slot].find(hash, |e| e.hash == hash && entries.text(e.span()) == key).map(|e| e.entry)
+    }
 }
 
 /// Collects keys while a table loads; `finish` turns it into an `Index`.
-#[derive(Default)]
 pub struct IndexBuilder {
     pub entries: Entries,
-    v4: Map<u32>,
-    v6: Map<u128>,
-    text: [Map<Box<str>>; 4],
-    nets: HashMap<Net, EntryId, RandomState>,
+    shards: Vec<Shard>,
 }
 
-fn text_slot(kind: Kind) -> usize {
-    match kind {
-        Kind::Domain => 0,
-        Kind::Email => 1,
-        Kind::Hash => 2,
-        Kind::Url | Kind::Ip => 3,
+impl Default for IndexBuilder {
+    fn default() -> Self {
+        IndexBuilder { entries: Entries::default(), shards: (0..SHARDS).map(|_| Shard::default()).collect() }
     }
 }
 
@@ -166,91 +376,70 @@ impl IndexBuilder {
         id
     }
 
-    /// Grows every map and list for about `rows` rows in all, in the proportions seen so far.
+    /// Grows every table and list for about `rows` rows in all, in the proportions seen so far.
     pub fn reserve_rows(&mut self, rows: usize) {
         let seen = self.entries.list.len().max(1);
         let factor = rows as f64 / seen as f64;
         if !(1.5..1e6).contains(&factor) {
             return;
         }
-        let more = |n: usize| (n as f64 * (factor - 1.0)) as usize;
-        self.entries.list.reserve(more(self.entries.list.len()));
-        self.v4.reserve(more(self.v4.len()));
-        self.v6.reserve(more(self.v6.len()));
-        for m in &mut self.text {
-            m.reserve(more(m.len()));
-        }
+        self.entries.list.reserve((seen as f64 * (factor - 1.0)) as usize);
+        self.shards.par_iter_mut().for_each(|s| s.grow(factor));
     }
 
-    /// Makes `entry` reachable under `key`, keeping whichever candidate wins.
+    /// Makes `entry` reachable under `key`, keeping whichever candidate wins. A text key's bytes go
+    /// to the last row block.
     pub fn insert(&mut self, key: Key<'_>, entry: EntryId) {
+        if self.entries.rows.is_empty() {
+            self.entries.rows.push(Vec::new());
+        }
+        let block_index = self.entries.rows.len() - 1;
+        let block = &mut self.entries.rows[block_index];
+        let (hash, key) = pending_key(&key, block, block_index as u64);
+        self.shards[shard_of(hash)].insert(&self.entries, hash, key, entry);
+    }
+
+    /// Inserts batches of keys, each with the id its batch's first entry was given, every shard on
+    /// whichever core is free. Their entries and text must be in `entries` already.
+    pub fn insert_batches(&mut self, batches: &[(EntryId, ShardedKeys)]) {
         let entries = &self.entries;
-        let keep = |slot: &mut EntryId| {
-            if entries.better(entry, *slot) {
-                *slot = entry;
-            }
-        };
-        match key {
-            Key::Ip(Ip::V4(a)) => self.v4.entry(a).and_modify(keep).or_insert(entry),
-            Key::Ip(Ip::V6(a)) => self.v6.entry(a).and_modify(keep).or_insert(entry),
-            Key::Net(n) => self.nets.entry(n).and_modify(keep).or_insert(entry),
-            Key::Text(kind, t) => {
-                let map = &mut self.text[text_slot(kind)];
-                match t {
-                    // A key the loader already owns goes in as it is: one probe, not two.
-                    Cow::Owned(t) => map.entry(t.into_boxed_str()).and_modify(keep).or_insert(entry),
-                    Cow::Borrowed(t) => match map.get_mut(t) {
-                        Some(slot) => {
-                            keep(slot);
-                            slot
-                        }
-                        None => map.entry(Box::from(t)).or_insert(entry),
-                    },
+        self.shards.par_iter_mut().enumerate().for_each(|(s, shard)| {
+            for (base, keys) in batches {
+                for p in &keys.0[s] {
+                    shard.insert(entries, p.hash, p.key, base + p.entry);
                 }
             }
-        };
+        });
     }
 
     pub fn finish(self) -> Index {
-        let IndexBuilder { entries, mut v4, mut v6, text, nets } = self;
-        let (mut n4, mut n6): (Vec<Net>, Vec<Net>) = (Vec::new(), Vec::new());
-        for n in nets.keys() {
+        let IndexBuilder { entries, shards } = self;
+        let (mut n4, mut n6) = (Vec::new(), Vec::new());
+        for &(n, e) in shards.iter().flat_map(|s| s.nets.iter()) {
             if n.v6 {
-                n6.push(*n)
+                n6.push((n, e))
             } else {
-                n4.push(*n)
+                n4.push((n, e))
             }
         }
-        // The text filter and the address work share nothing: they run side by side, as the end of
-        // a load otherwise has one core idle.
-        let ((seg4, seg6, blocks4), text_filter) = rayon::join(
+        // The text filters and the address work share nothing: they run side by side.
+        let ((seg4, seg6, blocks4), filters) = rayon::join(
             || {
-                let seg4 = segments(&entries, n4, &nets);
-                let seg6 = segments(&entries, n6, &nets);
-                // Exact addresses absorb the networks that cover them, so a hit needs one probe.
-                for (a, slot) in v4.iter_mut() {
-                    if let Some(w) = find(&seg4, u128::from(*a)) {
-                        *slot = entries.best(Some(*slot), w);
-                    }
-                }
-                for (a, slot) in v6.iter_mut() {
-                    if let Some(w) = find(&seg6, *a) {
-                        *slot = entries.best(Some(*slot), w);
-                    }
-                }
-                let blocks4 = V4Blocks::build(v4.keys().copied(), &seg4);
+                let seg4 = segments(&entries, n4);
+                let seg6 = segments(&entries, n6);
+                let blocks4 = V4Blocks::build(shards.iter().flat_map(|s| s.v4.iter().map(|e| e.0)), &seg4);
                 (seg4, seg6, blocks4)
             },
-            || TextFilter::build(&text),
+            || shards.par_iter().map(TextFilter::build).collect(),
         );
-        Index { entries, v4, v6, text, seg4, seg6, blocks4, text_filter }
+        Index { entries, shards, filters, seg4, seg6, blocks4 }
     }
 }
 
 /// Sweeps networks of one family in address order (outer before inner at the same start) and emits
 /// disjoint segments, each with the winner among every network covering it.
-fn segments(entries: &Entries, mut nets: Vec<Net>, owner: &HashMap<Net, EntryId, RandomState>) -> Vec<Segment> {
-    nets.sort_unstable_by_key(|n| (n.start, n.prefix));
+fn segments(entries: &Entries, mut nets: Vec<(Net, EntryId)>) -> Vec<Segment> {
+    nets.sort_unstable_by_key(|(n, _)| (n.start, n.prefix));
     let mut out: Vec<Segment> = Vec::new();
     // Open networks, outermost first: (end, effective winner including the ones around it).
     let mut open: Vec<(u128, EntryId)> = Vec::new();
@@ -280,7 +469,7 @@ fn segments(entries: &Entries, mut nets: Vec<Net>, owner: &HashMap<Net, EntryId,
                 open.pop();
             }
         };
-    for n in nets {
+    for (n, mine) in nets {
         close_until(&mut out, &mut open, &mut cursor, Some(n.start));
         if let (Some(&(_, w)), Some(c)) = (open.last(), cursor) {
             if c < n.start {
@@ -288,7 +477,6 @@ fn segments(entries: &Entries, mut nets: Vec<Net>, owner: &HashMap<Net, EntryId,
             }
         }
         cursor = Some(n.start);
-        let mine = owner[&n];
         let effective = entries.best(open.last().map(|o| o.1), mine);
         open.push((n.end(), effective));
     }
@@ -337,37 +525,33 @@ impl V4Blocks {
     }
 }
 
-/// One bit per hash bucket of every text key (domains, emails, hashes, urls), about 16 bits a key: a
-/// clear bit proves a value is not in the table with one memory access, where the map would need
-/// two or three (control bytes, bucket, the key's text).
+/// One bit per hash of every text key (domains, emails, hashes, urls) of a shard, about 16 bits a
+/// key: a clear bit proves a value is not in the table with one memory access, where the hash table
+/// would need two or three (control bytes, bucket, the key's text).
 #[derive(Debug)]
 struct TextFilter {
     bits: Vec<u64>,
     mask: u64,
-    hasher: RandomState,
 }
 
 impl TextFilter {
-    fn build(maps: &[Map<Box<str>>; 4]) -> TextFilter {
-        let keys: usize = maps.iter().map(|m| m.len()).sum();
-        let nbits = (keys * 16).next_power_of_two().clamp(1 << 12, 1 << 30);
-        let mut f = TextFilter { bits: vec![0; nbits / 64], mask: nbits as u64 - 1, hasher: RandomState::new() };
-        for (slot, m) in maps.iter().enumerate() {
-            for k in m.keys() {
-                let b = f.bit(slot, k);
-                f.bits[(b >> 6) as usize] |= 1 << (b & 63);
-            }
+    fn build(shard: &Shard) -> TextFilter {
+        let keys: usize = shard.text.iter().map(HashTable::len).sum();
+        if keys == 0 {
+            return TextFilter { bits: Vec::new(), mask: 0 };
+        }
+        let nbits = (keys * 16).next_power_of_two().clamp(1 << 9, 1 << 30);
+        let mut f = TextFilter { bits: vec![0; nbits / 64], mask: nbits as u64 - 1 };
+        for k in shard.text.iter().flat_map(HashTable::iter) {
+            let b = k.hash & f.mask;
+            f.bits[(b >> 6) as usize] |= 1 << (b & 63);
         }
         f
     }
 
-    fn bit(&self, slot: usize, key: &str) -> u64 {
-        self.hasher.hash_one((slot, key)) & self.mask
-    }
-
-    fn may_hold(&self, slot: usize, key: &str) -> bool {
-        let b = self.bit(slot, key);
-        self.bits[(b >> 6) as usize] & (1 << (b & 63)) != 0
+    fn may_hold(&self, hash: u64) -> bool {
+        let b = hash & self.mask;
+        self.bits.get((b >> 6) as usize).is_some_and(|w| w & (1 << (b & 63)) != 0)
     }
 }
 
@@ -375,35 +559,44 @@ impl TextFilter {
 #[derive(Debug)]
 pub struct Index {
     pub entries: Entries,
-    v4: Map<u32>,
-    v6: Map<u128>,
-    text: [Map<Box<str>>; 4],
+    shards: Vec<Shard>,
+    /// The text filter of each shard.
+    filters: Vec<TextFilter>,
     seg4: Vec<Segment>,
     seg6: Vec<Segment>,
     blocks4: V4Blocks,
-    text_filter: TextFilter,
 }
 
 impl Index {
-    pub fn lookup_ip(&self, ip: Ip) -> Option<EntryId> {
+    /// `hash` is the address's `key_hash`.
+    pub fn lookup_ip(&self, ip: Ip, hash: u64) -> Option<EntryId> {
+        let shard = &self.shards[shard_of(hash)];
         match ip {
             Ip::V4(a) if !self.blocks4.may_hold(a) => None,
-            Ip::V4(a) => self.v4.get(&a).copied().or_else(|| find(&self.seg4, u128::from(a))),
-            Ip::V6(a) => self.v6.get(&a).copied().or_else(|| find(&self.seg6, a)),
+            Ip::V4(a) => {
+                let exact = shard.v4.find(hash, |e| e.0 == a).map(|e| e.1);
+                self.entries.with_networks(exact, find(&self.seg4, u128::from(a)))
+            }
+            Ip::V6(a) => {
+                let exact = shard.v6.find(hash, |e| e.0 == a).map(|e| e.1);
+                self.entries.with_networks(exact, find(&self.seg6, a))
+            }
         }
     }
 
     /// With `subdomains`, every parent of a domain is a candidate too (`www.evil.com` -> `evil.com`,
-    /// `com`), under the same winner rule.
-    pub fn lookup_text(&self, kind: Kind, key: &str, subdomains: bool) -> Option<EntryId> {
-        let map = &self.text[text_slot(kind)];
-        let mut best = map.get(key).copied();
+    /// `com`), under the same winner rule. `hash` is the key's `key_hash`.
+    pub fn lookup_text(&self, kind: Kind, key: &str, hash: u64, subdomains: bool) -> Option<EntryId> {
+        let slot = text_slot(kind);
+        let find =
+            |name: &str, hash: u64| self.shards[shard_of(hash)].find_text(&self.entries, slot, name.as_bytes(), hash);
+        let mut best = find(key, hash);
         if subdomains && kind == Kind::Domain {
             let mut name = key;
             while let Some((_, parent)) = name.split_once('.') {
                 name = parent;
-                if let Some(c) = map.get(name) {
-                    best = Some(self.entries.best(best, *c));
+                if let Some(c) = find(name, hash_text(slot, name.as_bytes())) {
+                    best = Some(self.entries.best(best, c));
                 }
             }
         }
@@ -411,20 +604,22 @@ impl Index {
     }
 
     /// False where `key` is surely not in the table (one memory access, no false "false"): callers
-    /// test a batch of keys with this first, so the cache misses of the batch overlap.
-    pub fn may_match(&self, key: &Key<'_>, subdomains: bool) -> bool {
+    /// test a batch of keys with this first, so the cache misses of the batch overlap. `hash` is the
+    /// key's `key_hash`.
+    pub fn may_match(&self, key: &Key<'_>, hash: u64, subdomains: bool) -> bool {
         match key {
             Key::Ip(Ip::V4(a)) => self.blocks4.may_hold(*a),
             Key::Ip(Ip::V6(_)) | Key::Net(_) => true,
             Key::Text(Kind::Domain, _) if subdomains => true,
-            Key::Text(kind, t) => self.text_filter.may_hold(text_slot(*kind), t),
+            Key::Text(..) => self.filters[shard_of(hash)].may_hold(hash),
         }
     }
 
-    pub fn lookup(&self, key: &Key<'_>, subdomains: bool) -> Option<EntryId> {
+    /// The winning entry for `key`; `hash` is its `key_hash`.
+    pub fn lookup(&self, key: &Key<'_>, hash: u64, subdomains: bool) -> Option<EntryId> {
         match key {
-            Key::Ip(ip) => self.lookup_ip(*ip),
-            Key::Text(kind, t) => self.lookup_text(*kind, t, subdomains),
+            Key::Ip(ip) => self.lookup_ip(*ip, hash),
+            Key::Text(kind, t) => self.lookup_text(*kind, t, hash, subdomains),
             Key::Net(_) => None,
         }
     }
@@ -442,17 +637,16 @@ mod tests {
     /// Builds an index from (key, confidence, modified, id) rows of kind ip.
     fn build(rows: &[(&str, i64, &str, i64)]) -> Index {
         let mut b = IndexBuilder::default();
+        b.entries.rows.push(Vec::new());
         for (key, confidence, modified, id_num) in rows {
-            if b.entries.rows.is_empty() {
-                b.entries.rows.push(Vec::new());
-            }
-            let off = b.entries.rows[0].len() as u64;
+            let at = b.entries.rows[0].len() as u64;
             b.entries.rows[0].extend_from_slice(modified.as_bytes());
             let e = b.push_entry(Entry {
-                row: Span::default(),
+                at,
+                row_len: 0,
+                id_len: 0,
+                modified_len: modified.len() as u32,
                 shape: VERBATIM,
-                id: Span::default(),
-                modified: Span { off, len: modified.len() as u32 },
                 id_num: *id_num,
                 confidence: *confidence,
             });
@@ -463,7 +657,7 @@ mod tests {
 
     fn winner(ix: &Index, ip: &str) -> Option<i64> {
         let key = normalize(Kind::Ip, ip, false).unwrap();
-        ix.lookup(&key, false).map(|e| ix.entry(e).id_num)
+        ix.lookup(&key, key_hash(&key), false).map(|e| ix.entry(e).id_num)
     }
 
     #[test]

@@ -28,7 +28,7 @@ use smallvec::SmallVec;
 use crate::chunks::{self, Chunk};
 use crate::indicator::{normalize, Key, Kind, ROW_TYPES};
 use crate::json::{scan, Scalar, Values};
-pub use index::{Entry, EntryId, Index, IndexBuilder, Shape, Shapes, Span, VERBATIM};
+pub use index::{key_hash, Entry, EntryId, Index, IndexBuilder, Shape, Shapes, ShardedKeys, Span, VERBATIM};
 pub use refresh::{refresh_loop, RefreshReport, TableSet};
 
 /// How a table file is laid out.
@@ -254,6 +254,22 @@ impl LoadReport {
         }
     }
 
+    /// A batch's rows at once, as `accept` and `reject` would have taken them one by one:
+    /// `rejections` are the rejected rows with their places among the `rows`.
+    fn absorb(&mut self, rows: u64, eligible: u64, rejections: Vec<(u64, Rejection)>) {
+        let probed = rows.min(PROBE_ROWS - self.probe_seen);
+        self.probe_seen += probed;
+        self.probe_failed += rejections.iter().filter(|(at, _)| *at < probed).count() as u64;
+        self.rows += rows;
+        self.eligible += eligible;
+        for (_, r) in rejections {
+            *self.rejected.entry(r.reason).or_default() += 1;
+            if self.examples.len() < EXAMPLES {
+                self.examples.push(r);
+            }
+        }
+    }
+
     fn reject(&mut self, r: Rejection) {
         self.rows += 1;
         *self.rejected.entry(r.reason).or_default() += 1;
@@ -385,11 +401,21 @@ impl Table {
 
     /// False where `key` surely has no row here; cheap, for filtering a batch before `lookup`.
     pub fn may_match(&self, key: &Key<'_>) -> bool {
-        self.index.may_match(key, self.spec.match_subdomains)
+        self.may_match_hashed(key, key_hash(key))
     }
 
     pub fn lookup(&self, key: &Key<'_>) -> Option<EntryId> {
-        self.index.lookup(key, self.spec.match_subdomains)
+        self.lookup_hashed(key, key_hash(key))
+    }
+
+    /// `may_match` for a key whose `key_hash` is known (one hash serves every table).
+    pub fn may_match_hashed(&self, key: &Key<'_>, hash: u64) -> bool {
+        self.index.may_match(key, hash, self.spec.match_subdomains)
+    }
+
+    /// `lookup` for a key whose `key_hash` is known.
+    pub fn lookup_hashed(&self, key: &Key<'_>, hash: u64) -> Option<EntryId> {
+        self.index.lookup(key, hash, self.spec.match_subdomains)
     }
 
     /// The winning row's JSON object, as it was in the table (csv and list rows as built at load).
@@ -399,14 +425,14 @@ impl Table {
 
     /// The row's id as the table wrote it.
     pub fn entry_id(&self, e: EntryId) -> &str {
-        self.id_text(self.index.entry(e).id)
+        self.id_text(self.index.entry(e).id())
     }
 
     /// The ids of many entries of these tables. Against a large table each id costs two cache
     /// misses, the entry and then its text; read in two loops of independent loads rather than one
     /// id after the other, the misses of a batch overlap.
     pub fn entry_ids<'t>(tables: &'t [Table], entries: &[(usize, EntryId)]) -> Vec<&'t str> {
-        let spans: Vec<Span> = entries.iter().map(|&(t, e)| tables[t].index.entry(e).id).collect();
+        let spans: Vec<Span> = entries.iter().map(|&(t, e)| tables[t].index.entry(e).id()).collect();
         entries.iter().zip(spans).map(|(&(t, _), span)| tables[t].id_text(span)).collect()
     }
 
@@ -421,26 +447,17 @@ struct Clock {
     earliest_expiry: Option<NaiveDateTime>,
 }
 
-/// A row after parsing, before it enters the index. It borrows nothing, so that the chunk it was
-/// read from can move into the table's arena while the next chunk is parsed.
+/// A csv or list row after parsing, before it enters the index.
 struct Parsed {
-    /// Where the row's bytes were written in its batch's block, and how (csv and list rows: empty,
-    /// they are built at load).
-    row: RowLoc,
-    /// The keys of a compact-able row whose shape was not known when it was parsed.
-    new_shape: Option<Shape>,
     keys: SmallVec<[Key<'static>; 1]>,
     eligible: bool,
     expires: Option<NaiveDateTime>,
     confidence: i64,
     id_num: i64,
-    /// The id and `modified_ts` texts, written to the block beside the row.
-    id: (u32, u32),
-    modified: (u32, u32),
 }
 
-/// Where a parsed row's bytes went in its batch block: verbatim, or as the array of its values with
-/// the shape (key list) that rebuilds it.
+/// Where an Anomali row's bytes went in its batch block: verbatim, or as the array of its values
+/// with the shape (key list) that rebuilds it.
 #[derive(Clone, Copy, Default)]
 struct RowLoc {
     off: u32,
@@ -448,52 +465,42 @@ struct RowLoc {
     shape: u32,
 }
 
-type RowResult = Result<Parsed, (RejectReason, String)>;
-
-impl IndexBuilder {
-    /// Adds an eligible row whose bytes are in row block `block`.
-    fn add(&mut self, p: Parsed, block: u64, clock: &mut Clock) {
-        let span = |(off, len): (u32, u32)| Span { off: (block << 32) | u64::from(off), len };
-        let e = self.push_entry(Entry {
-            row: span((p.row.off, p.row.len)),
-            shape: p.row.shape,
-            id: span(p.id),
-            modified: span(p.modified),
-            id_num: p.id_num,
-            confidence: p.confidence,
-        });
-        for k in p.keys {
-            self.insert(k, e);
-        }
-        if let Some(x) = p.expires {
-            clock.earliest_expiry = Some(clock.earliest_expiry.map_or(x, |c| c.min(x)));
-        }
+/// The earlier of two expiry times, where either is set.
+fn earliest(a: Option<NaiveDateTime>, b: Option<NaiveDateTime>) -> Option<NaiveDateTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
 impl IndexBuilder {
     /// Adds an eligible csv or list row with the bytes built for it: its JSON object, id and
     /// `modified_ts`, kept together in the last row block (a new block past 1 GiB).
-    fn add_built(&mut self, mut p: Parsed, [row, id, modified]: [&[u8]; 3], clock: &mut Clock) {
+    fn add_built(&mut self, p: Parsed, [row, id, modified]: [&[u8]; 3], clock: &mut Clock) {
         let need = row.len() + id.len() + modified.len();
         if self.entries.rows.last().is_none_or(|b| b.len() + need > 1 << 30) {
             self.entries.rows.push(Vec::new());
         }
         let block = self.entries.rows.len() - 1;
         let buf = &mut self.entries.rows[block];
-        let (off, len) = put(buf, row);
-        p.row = RowLoc { off, len, shape: VERBATIM };
-        p.id = put(buf, id);
-        p.modified = put(buf, modified);
-        self.add(p, block as u64, clock);
+        let at = ((block as u64) << 32) | buf.len() as u64;
+        for b in [row, id, modified] {
+            buf.extend_from_slice(b);
+        }
+        let e = self.push_entry(Entry {
+            at,
+            row_len: row.len() as u32,
+            id_len: id.len() as u32,
+            modified_len: modified.len() as u32,
+            shape: VERBATIM,
+            id_num: p.id_num,
+            confidence: p.confidence,
+        });
+        for k in p.keys {
+            self.insert(k, e);
+        }
+        clock.earliest_expiry = earliest(clock.earliest_expiry, p.expires);
     }
-}
-
-/// Appends text to a block; its (offset, length) there.
-fn put(block: &mut Vec<u8>, b: &[u8]) -> (u32, u32) {
-    let off = block.len() as u32;
-    block.extend_from_slice(b);
-    (off, b.len() as u32)
 }
 
 fn load_anomali_from<R: Read + Send>(
@@ -528,29 +535,23 @@ fn load_anomali(
     let mut b = IndexBuilder::default();
     let mut report = LoadReport::default();
     let now = clock.now;
+    // The serial part is short (counts, appending entries); the keys go in on every core.
     let absorb = |b: &mut IndexBuilder, report: &mut LoadReport, clock: &mut Clock, batches: Vec<Batch>| {
-        for Batch { rows, block: bytes } in batches {
-            // In place first: the winner rule reads `modified_ts` from the block while inserting.
-            let block = b.entries.rows.len() as u64;
-            b.entries.rows.push(bytes);
-            for (line, r) in rows {
-                match r {
-                    Ok(mut p) => {
-                        report.accept(p.eligible);
-                        if let Some(shape) = p.new_shape.take() {
-                            b.entries.intern_shape(shape);
-                        }
-                        if p.eligible {
-                            b.add(p, block, clock);
-                        }
-                    }
-                    Err((reason, detail)) => report.reject(Rejection { line, reason, detail }),
-                }
+        let mut keys = Vec::with_capacity(batches.len());
+        for batch in batches {
+            report.absorb(batch.rows, batch.eligible, batch.rejections);
+            if let Some(shape) = batch.new_shape {
+                b.entries.intern_shape(shape);
             }
+            clock.earliest_expiry = earliest(clock.earliest_expiry, batch.earliest_expiry);
+            keys.push((b.entries.list.len() as EntryId, batch.keys));
+            b.entries.list.extend_from_slice(&batch.entries);
+            b.entries.rows.push(batch.block);
         }
+        b.insert_batches(&keys);
     };
     let mut first = true;
-    // The size of the first chunk, once it is absorbed: the maps are then sized for the whole file.
+    // The size of the first chunk, once it is absorbed: the tables are then sized for the whole file.
     let mut size_from: Option<usize> = None;
     let mut pending: Option<Vec<Batch>> = None;
     for item in chunks {
@@ -562,13 +563,15 @@ fn load_anomali(
         // Shapes are interned while a chunk is absorbed, which runs beside the next chunk's parse:
         // a shape first seen in chunk n serves rows from chunk n + 2 on.
         let shapes = b.entries.shapes.clone();
+        // This chunk's batches become the row blocks after those absorbed and those pending.
+        let first_block = (b.entries.rows.len() + pending.as_ref().map_or(0, Vec::len)) as u64;
         let (_, batches) = rayon::join(
             || {
                 if let Some(batches) = pending.take() {
                     absorb(&mut b, &mut report, &mut clock, batches);
                 }
             },
-            || parse_chunk(&chunk, &shapes, now),
+            || parse_chunk(&chunk, &shapes, now, first_block),
         );
         if let Some(bytes) = size_from.take() {
             // Sized from what one chunk held, rather than rehashed again and again as they grow.
@@ -593,35 +596,54 @@ fn load_anomali(
     Ok((b.finish(), report, clock.earliest_expiry))
 }
 
-/// The rows of one parallel task, in file order, and the block holding their bytes.
+/// What one parallel task made of its rows, in file order.
+#[derive(Default)]
 struct Batch {
-    rows: Vec<(u64, RowResult)>,
+    /// The eligible rows' bytes (each row, then its id and `modified_ts` texts), then their text keys.
     block: Vec<u8>,
+    /// The eligible rows; their keys' entry numbers count from the first of them.
+    entries: Vec<Entry>,
+    keys: ShardedKeys,
+    rows: u64,
+    eligible: u64,
+    /// Rejected rows, each with its place among the batch's rows.
+    rejections: Vec<(u64, Rejection)>,
+    new_shape: Option<Shape>,
+    earliest_expiry: Option<NaiveDateTime>,
 }
 
 /// Rows per parallel task: enough that its block of row bytes is a few hundred KiB.
 const BATCH_ROWS: usize = 2048;
 
-/// Parses the non-blank lines of a chunk in parallel, keeping file order.
-fn parse_chunk(chunk: &Chunk, shapes: &Shapes, now: NaiveDateTime) -> Vec<Batch> {
+/// Parses the non-blank lines of a chunk in parallel, keeping file order. Batch `i` writes what it
+/// keeps to what will be row block `first_block + i`.
+fn parse_chunk(chunk: &Chunk, shapes: &Shapes, now: NaiveDateTime, first_block: u64) -> Vec<Batch> {
     use rayon::prelude::*;
     chunks::lines(chunk)
         .par_chunks(BATCH_ROWS)
-        .map(|lines| {
+        .enumerate()
+        .map(|(i, lines)| {
             let block = Vec::with_capacity(lines.iter().map(|(_, l)| l.len()).sum::<usize>() * 3 / 4);
             let mut out = BatchOut {
-                block,
+                batch: Batch { block, entries: Vec::with_capacity(lines.len()), ..Batch::default() },
+                block_index: first_block + i as u64,
                 hint: ShapeHint::default(),
                 members: Vec::with_capacity(32),
                 templates: Templates::default(),
             };
-            let rows = lines.iter().map(|(n, l)| (*n, parse_anomali_row(l, now, shapes, &mut out))).collect();
-            let mut block = out.block;
-            if block.len() < block.capacity() / 2 {
-                // Mostly ineligible rows: the block is kept for the table's life, so keep it small.
-                block.shrink_to_fit();
+            for (n, l) in lines {
+                if let Err((reason, detail)) = parse_anomali_row(l, now, shapes, &mut out) {
+                    let at = out.batch.rows;
+                    out.batch.rejections.push((at, Rejection { line: *n, reason, detail }));
+                }
+                out.batch.rows += 1;
             }
-            Batch { rows, block }
+            let mut batch = out.batch;
+            if batch.block.len() < batch.block.capacity() / 2 {
+                // Mostly ineligible rows: the block is kept for the table's life, so keep it small.
+                batch.block.shrink_to_fit();
+            }
+            batch
         })
         .collect()
 }
@@ -810,7 +832,9 @@ fn place_row(
 
 /// Where a batch's rows go, and its scratch space.
 struct BatchOut<'a> {
-    block: Vec<u8>,
+    batch: Batch,
+    /// The row block `batch.block` will be.
+    block_index: u64,
     hint: ShapeHint,
     members: Members<'a>,
     templates: Templates,
@@ -910,7 +934,13 @@ fn push_value(block: &mut Vec<u8>, line: &[u8], v: &str) {
     block.extend_from_slice(v.as_bytes());
 }
 
-fn parse_anomali_row<'a>(line: &'a [u8], now: NaiveDateTime, shapes: &Shapes, out: &mut BatchOut<'a>) -> RowResult {
+/// Reads one row; an eligible row goes into the batch with its keys.
+fn parse_anomali_row<'a>(
+    line: &'a [u8],
+    now: NaiveDateTime,
+    shapes: &Shapes,
+    out: &mut BatchOut<'a>,
+) -> Result<(), (RejectReason, String)> {
     if line.len() > MAX_ROW_BYTES {
         return Err((
             RejectReason::RowTooLong,
@@ -955,12 +985,12 @@ fn parse_anomali_row<'a>(line: &'a [u8], now: NaiveDateTime, shapes: &Shapes, ou
         Some(Values::One(s @ Scalar::Str(t))) if !t.is_empty() => smallvec::smallvec![s],
         _ => row.value.iter().collect(),
     };
-    let mut keys = SmallVec::new();
+    let mut keys: SmallVec<[Key<'_>; 2]> = SmallVec::new();
     let mut first_bad = None;
     for c in candidates {
         match c {
             Scalar::Str(s) => match normalize(kind, s, true) {
-                Ok(k) => keys.push(k.into_owned()),
+                Ok(k) => keys.push(k),
                 Err(why) => first_bad = first_bad.or_else(|| Some(format!("{} is {why}", quote(s)))),
             },
             _ => first_bad = first_bad.or_else(|| Some("a key that is not a string".to_owned())),
@@ -970,30 +1000,40 @@ fn parse_anomali_row<'a>(line: &'a [u8], now: NaiveDateTime, shapes: &Shapes, ou
         let why = first_bad.unwrap_or_else(|| "no `match` or `value`".to_owned());
         return Err((RejectReason::NoValidKey, format!("no valid {kind} key: {why}")));
     }
-    let modified = match row.modified_ts {
-        Some(Scalar::Str(s)) => s,
-        _ => Cow::Borrowed(""),
+    if !eligible {
+        return Ok(());
+    }
+    let modified = match &row.modified_ts {
+        Some(Scalar::Str(s)) => s.as_bytes(),
+        _ => b"",
     };
-    let (row_loc, new_shape, id_at, modified_at) = if eligible {
-        let (r, n) = place_row(line, &out.members, shapes, &mut out.block, &mut out.hint, out.templates.shape());
-        if r.shape != VERBATIM {
-            out.templates.found_shape(r.shape as usize);
-        }
-        (r, n, put(&mut out.block, id.as_bytes()), put(&mut out.block, modified.as_bytes()))
-    } else {
-        (RowLoc::default(), None, (0, 0), (0, 0))
-    };
-    Ok(Parsed {
-        row: row_loc,
-        new_shape,
-        keys,
-        eligible,
-        expires: expires.filter(|_| eligible),
-        confidence,
+    let batch = &mut out.batch;
+    let (r, new_shape) = place_row(line, &out.members, shapes, &mut batch.block, &mut out.hint, out.templates.shape());
+    if r.shape != VERBATIM {
+        out.templates.found_shape(r.shape as usize);
+    }
+    if new_shape.is_some() {
+        batch.new_shape = new_shape;
+    }
+    // The id and `modified_ts` texts follow the row, where `Entry` looks for them.
+    batch.block.extend_from_slice(id.as_bytes());
+    batch.block.extend_from_slice(modified);
+    let entry = batch.entries.len() as EntryId;
+    batch.entries.push(Entry {
+        at: (out.block_index << 32) | u64::from(r.off),
+        row_len: r.len,
+        id_len: id.len() as u32,
+        modified_len: modified.len() as u32,
+        shape: r.shape,
         id_num,
-        id: id_at,
-        modified: modified_at,
-    })
+        confidence,
+    });
+    for k in &keys {
+        batch.keys.push(k, entry, &mut batch.block, out.block_index);
+    }
+    batch.eligible += 1;
+    batch.earliest_expiry = earliest(batch.earliest_expiry, expires);
+    Ok(())
 }
 
 /// An integer as Python's `int()` reads a string: white space around it, an optional sign, ASCII
@@ -1236,15 +1276,11 @@ fn load_csv(
             })?;
             let key = key.into_owned();
             let p = Parsed {
-                row: RowLoc { shape: VERBATIM, ..RowLoc::default() },
-                new_shape: None,
                 keys: smallvec::smallvec![key],
                 eligible,
                 expires: expires.filter(|_| eligible),
                 confidence,
                 id_num,
-                id: (0, 0),
-                modified: (0, 0),
             };
             Ok((p, id.into_owned()))
         })();
@@ -1320,15 +1356,11 @@ fn load_list(spec: &TableSpec, buf: &[u8]) -> Result<(Index, LoadReport, Option<
                 obj.push('}');
                 let key = key.into_owned();
                 let p = Parsed {
-                    row: RowLoc { shape: VERBATIM, ..RowLoc::default() },
-                    new_shape: None,
                     keys: smallvec::smallvec![key],
                     eligible: true,
                     expires: None,
                     confidence: 0,
                     id_num: i64::try_from(line).unwrap_or(i64::MAX),
-                    id: (0, 0),
-                    modified: (0, 0),
                 };
                 b.add_built(p, [obj.as_bytes(), line.to_string().as_bytes(), b""], &mut clock);
             }
@@ -1650,6 +1682,101 @@ mod tests {
         assert_eq!(t.row_json(e), big.as_str());
         assert_eq!(winner(&t, Kind::Ip, "10.0.78.31").as_deref(), Some(&*(78 * 256 + 31 + 10).to_string()));
         assert_eq!(winner(&t, Kind::Ip, "10.0.27.87").as_deref(), Some(&*(27 * 256 + 87 + 10).to_string()));
+    }
+
+    #[test]
+    fn keys_met_in_many_batches_and_chunks_keep_the_winner_rule() {
+        // 30,000 rows over 40 keys of each of three kinds, parsed in many batches over several
+        // chunks and inserted shard by shard on every core. Confidences, `modified_ts` and ids
+        // repeat, so exact ties happen: the row met first in the file must keep them.
+        let keys: Vec<(&str, String)> = (0..40)
+            .flat_map(|k| {
+                [
+                    ("ip", format!("10.{k}.0.1")),
+                    ("domain", format!("d{k}.example")),
+                    ("ipv6", format!("2001:db8::{k:x}")),
+                ]
+            })
+            .collect();
+        let mut lines = Vec::new();
+        let mut best: std::collections::HashMap<usize, (i64, String, i64, usize)> = Default::default();
+        for i in 0..30_000usize {
+            // Each key's (confidence, id, modified) repeats every 2,880 rows: in another batch of
+            // the same chunk, as often as not.
+            let k = i % keys.len();
+            let (kind, value) = &keys[k];
+            let (confidence, id) = ((i / 120 % 3) as i64, (i / 360 % 4) as i64);
+            let modified = format!("2025-01-0{} 00:00:00", 1 + i / 1440 % 2);
+            let status = if i % 11 == 0 { "inactive" } else { "active" };
+            lines.push(format!(
+                r#"{{"id":"{id}","value":"{value}","type":"{kind}","confidence":{confidence},"status":"{status}","modified_ts":"{modified}","n":{i},"pad":"{}"}}"#,
+                "p".repeat(i % 150)
+            ));
+            if status != "active" {
+                continue;
+            }
+            let beats = |b: &(i64, String, i64, usize)| {
+                (confidence, &modified) > (b.0, &b.1) || (confidence == b.0 && modified == b.1 && id < b.2)
+            };
+            if best.get(&k).is_none_or(beats) {
+                best.insert(k, (confidence, modified, id, i));
+            }
+        }
+        let t = anomali(&lines.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        assert!(t.index.entries.rows.len() > 10, "the rows were read in many batches");
+        for (k, (kind, value)) in keys.iter().enumerate() {
+            let kind = Kind::from_row_type(kind).unwrap();
+            let e = t.lookup(&normalize(kind, value, false).unwrap()).unwrap();
+            let row: serde_json::Value = serde_json::from_str(&t.row_json(e)).unwrap();
+            assert_eq!(row["n"].as_u64(), Some(best[&k].3 as u64), "winner for {value}");
+        }
+    }
+
+    #[test]
+    fn a_batch_absorbed_at_once_reports_as_its_rows_taken_one_by_one() {
+        let rejection = |line: u64| Rejection { line, reason: RejectReason::BadId, detail: format!("row {line}") };
+        // Sequences of accepted (eligible or not) and rejected rows, cut into batches of many sizes:
+        // the counts, the first examples and the format probe must not depend on the cut.
+        let mut state = 12345u64;
+        for case in 0..200 {
+            let n = (case * 7) % 260;
+            let rows: Vec<u8> = (0..n)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let fail_rate = if case % 3 == 0 { 1 } else { 4 };
+                    if (state >> 33) % 5 < fail_rate {
+                        2
+                    } else {
+                        ((state >> 40) % 2) as u8
+                    }
+                })
+                .collect();
+            let mut one_by_one = LoadReport::default();
+            for (i, r) in rows.iter().enumerate() {
+                match r {
+                    2 => one_by_one.reject(rejection(i as u64 + 1)),
+                    r => one_by_one.accept(*r == 1),
+                }
+            }
+            for size in [1, 3, 64, 100, 101, 2048] {
+                let mut batched = LoadReport::default();
+                for (b, cut) in rows.chunks(size).enumerate() {
+                    let first = (b * size) as u64;
+                    let rejections = (0..cut.len() as u64)
+                        .filter(|&j| cut[j as usize] == 2)
+                        .map(|j| (j, rejection(first + j + 1)))
+                        .collect();
+                    let eligible = cut.iter().filter(|r| **r == 1).count() as u64;
+                    batched.absorb(cut.len() as u64, eligible, rejections);
+                }
+                assert_eq!(format!("{batched:?}"), format!("{one_by_one:?}"), "case {case}, batches of {size}");
+                let spec = spec(Format::Anomali);
+                assert_eq!(
+                    batched.wrong_format(&spec, false).map(|e| e.to_string()),
+                    one_by_one.wrong_format(&spec, false).map(|e| e.to_string())
+                );
+            }
+        }
     }
 
     #[test]
