@@ -19,6 +19,7 @@ use ahash::RandomState;
 use hashbrown::hash_table::{Entry as Slot, HashTable};
 use rayon::prelude::*;
 
+use super::template::Template;
 use crate::indicator::{Ip, Key, Kind, Net};
 
 /// One eligible table row, as compact as the output needs it: where its bytes are, and the three
@@ -60,6 +61,15 @@ pub struct Span {
 
 /// A row stored as it was written.
 pub const VERBATIM: u32 = u32::MAX;
+
+/// The bit of `Entry::shape` that says the row is stored as the holes of layout `shape & !LAYOUT`.
+pub const LAYOUT: u32 = 1 << 31;
+
+/// The row templates of a table whose rows are stored as their holes.
+pub(crate) type Layouts = Vec<std::sync::Arc<Template>>;
+
+/// At most this many layouts are kept; rows of further layouts are stored otherwise.
+const MAX_LAYOUTS: usize = 256;
 
 /// The key list of rows stored compactly: a row `{"k1":v1,"k2":v2}` is kept as `[v1,v2]`, the keys
 /// once per shape. Feeds write every row with the same keys, so this drops ~40% of the bytes kept.
@@ -139,6 +149,7 @@ pub struct Entries {
     /// the normalized text keys.
     pub rows: Vec<Vec<u8>>,
     pub shapes: Shapes,
+    pub(crate) layouts: Layouts,
 }
 
 impl Entries {
@@ -151,6 +162,11 @@ impl Entries {
 
     /// The entry's row as the table wrote it, rebuilt from its shape where it was stored compactly.
     pub fn row_json(&self, e: &Entry) -> std::borrow::Cow<'_, str> {
+        if e.shape != VERBATIM && e.shape & LAYOUT != 0 {
+            let rebuilt = self.layouts.get((e.shape & !LAYOUT) as usize).and_then(|t| t.rebuild(self.text(e.row())));
+            // Rows were validated as UTF-8 JSON when loaded, and a layout gives them back whole.
+            return rebuilt.and_then(|r| String::from_utf8(r).ok()).unwrap_or_else(|| "{}".into()).into();
+        }
         // Rows were validated as UTF-8 JSON when loaded.
         let text = std::str::from_utf8(self.text(e.row())).unwrap_or("{}");
         let Some(keys) = self.shapes.get(e.shape as usize) else { return text.into() };
@@ -171,6 +187,13 @@ impl Entries {
         });
         out.push('}');
         out.into()
+    }
+
+    /// Adds a layout unless it is known already or the list is full.
+    pub(crate) fn intern_layout(&mut self, t: std::sync::Arc<Template>) {
+        if self.layouts.len() < MAX_LAYOUTS && !self.layouts.contains(&t) {
+            self.layouts.push(t);
+        }
     }
 
     /// Adds a shape unless it is known already or the list is full.

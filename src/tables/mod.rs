@@ -28,7 +28,8 @@ use smallvec::SmallVec;
 use crate::chunks::{self, Chunk};
 use crate::indicator::{normalize, Key, Kind, ROW_TYPES};
 use crate::json::{scan, Scalar, Values};
-pub use index::{key_hash, Entry, EntryId, Index, IndexBuilder, Shape, Shapes, ShardedKeys, Span, VERBATIM};
+use index::Layouts;
+pub use index::{key_hash, Entry, EntryId, Index, IndexBuilder, Shape, Shapes, ShardedKeys, Span, LAYOUT, VERBATIM};
 pub use refresh::{refresh_loop, RefreshReport, TableSet};
 
 /// How a table file is laid out.
@@ -543,6 +544,9 @@ fn load_anomali(
             if let Some(shape) = batch.new_shape {
                 b.entries.intern_shape(shape);
             }
+            if let Some(layout) = batch.new_layout {
+                b.entries.intern_layout(layout);
+            }
             clock.earliest_expiry = earliest(clock.earliest_expiry, batch.earliest_expiry);
             keys.push((b.entries.list.len() as EntryId, batch.keys));
             b.entries.list.extend_from_slice(&batch.entries);
@@ -560,9 +564,9 @@ fn load_anomali(
             chunk.bytes.drain(..3);
         }
         first = false;
-        // Shapes are interned while a chunk is absorbed, which runs beside the next chunk's parse:
-        // a shape first seen in chunk n serves rows from chunk n + 2 on.
-        let shapes = b.entries.shapes.clone();
+        // Shapes and layouts are interned while a chunk is absorbed, which runs beside the next
+        // chunk's parse: one first seen in chunk n serves rows from chunk n + 2 on.
+        let known = Known { shapes: b.entries.shapes.clone(), layouts: b.entries.layouts.clone() };
         // This chunk's batches become the row blocks after those absorbed and those pending.
         let first_block = (b.entries.rows.len() + pending.as_ref().map_or(0, Vec::len)) as u64;
         let (_, batches) = rayon::join(
@@ -571,7 +575,7 @@ fn load_anomali(
                     absorb(&mut b, &mut report, &mut clock, batches);
                 }
             },
-            || parse_chunk(&chunk, &shapes, now, first_block),
+            || parse_chunk(&chunk, &known, now, first_block),
         );
         if let Some(bytes) = size_from.take() {
             // Sized from what one chunk held, rather than rehashed again and again as they grow.
@@ -609,7 +613,14 @@ struct Batch {
     /// Rejected rows, each with its place among the batch's rows.
     rejections: Vec<(u64, Rejection)>,
     new_shape: Option<Shape>,
+    new_layout: Option<Arc<template::Template>>,
     earliest_expiry: Option<NaiveDateTime>,
+}
+
+/// The shapes and layouts a table knew when a chunk's parse began.
+struct Known {
+    shapes: Shapes,
+    layouts: Layouts,
 }
 
 /// Rows per parallel task: enough that its block of row bytes is a few hundred KiB.
@@ -617,7 +628,7 @@ const BATCH_ROWS: usize = 2048;
 
 /// Parses the non-blank lines of a chunk in parallel, keeping file order. Batch `i` writes what it
 /// keeps to what will be row block `first_block + i`.
-fn parse_chunk(chunk: &Chunk, shapes: &Shapes, now: NaiveDateTime, first_block: u64) -> Vec<Batch> {
+fn parse_chunk(chunk: &Chunk, known: &Known, now: NaiveDateTime, first_block: u64) -> Vec<Batch> {
     use rayon::prelude::*;
     chunks::lines(chunk)
         .par_chunks(BATCH_ROWS)
@@ -632,7 +643,7 @@ fn parse_chunk(chunk: &Chunk, shapes: &Shapes, now: NaiveDateTime, first_block: 
                 templates: Templates::default(),
             };
             for (n, l) in lines {
-                if let Err((reason, detail)) = parse_anomali_row(l, now, shapes, &mut out) {
+                if let Err((reason, detail)) = parse_anomali_row(l, now, known, &mut out) {
                     let at = out.batch.rows;
                     out.batch.rejections.push((at, Rejection { line: *n, reason, detail }));
                 }
@@ -691,6 +702,26 @@ fn quote(s: &str) -> String {
 }
 
 impl<'a> AnomaliRow<'a> {
+    /// The members a template read; `None` where one of them must go to serde_json.
+    fn from_template(t: &template::Template, text: &'a str, holes: &template::Holes) -> Option<AnomaliRow<'a>> {
+        let mut row = AnomaliRow::default();
+        for r in 0..template::ROLES as u8 {
+            match t.role(r) {
+                None => {}
+                Some(template::RoleAt::Strings(from, to)) if r == ROLE_MATCH => {
+                    row.match_keys = Some(Values::Many(
+                        (from..to).map(|k| Scalar::Str(Cow::Borrowed(holes.get(text, k)))).collect(),
+                    ));
+                }
+                Some(at @ template::RoleAt::Hole(k)) if t.is_string(k) => {
+                    row.take_role(r, t.raw(text, holes, at), Some(holes.get(text, k)))?
+                }
+                Some(at) => row.take_role(r, t.raw(text, holes, at), None)?,
+            }
+        }
+        Some(row)
+    }
+
     /// Reads a row with the fast scanner; `None` where it defers to serde_json (text that is not JSON,
     /// nesting deeper than it follows), which then decides and explains.
     fn scan(text: &'a str, members: &mut Members<'a>) -> Option<AnomaliRow<'a>> {
@@ -794,7 +825,6 @@ fn place_row(
     shapes: &Shapes,
     block: &mut Vec<u8>,
     hint: &mut ShapeHint,
-    known: Option<usize>,
 ) -> (RowLoc, Option<Shape>) {
     let off = block.len() as u32;
     let same = |s: &Shape| s.len() == members.len() && s.iter().zip(members).all(|(a, (b, _))| **a == **b);
@@ -802,9 +832,8 @@ fn place_row(
         !members.is_empty() && 1 + members.iter().map(|(k, v)| k.len() + 4 + v.len()).sum::<usize>() == line.len();
     let mut offer = None;
     if exact {
-        let found = known.filter(|&id| id < shapes.len()).or_else(|| {
-            shapes.get(hint.last).filter(|s| same(s)).map(|_| hint.last).or_else(|| shapes.iter().position(same))
-        });
+        let found =
+            shapes.get(hint.last).filter(|s| same(s)).map(|_| hint.last).or_else(|| shapes.iter().position(same));
         match found {
             Some(id) => {
                 hint.last = id;
@@ -854,18 +883,18 @@ struct Templates {
     current: Option<usize>,
     /// Rows offered to learn from (a row with escapes teaches nothing; a few such rows stop it).
     offered: u32,
-    at: Vec<u32>,
+    holes: template::Holes,
 }
 
-/// A learned template, and the shape (key list) its rows have once a row it read found it.
+/// A learned template, and the table's layout number for it once the table knows the layout.
 struct Learned {
-    template: template::Template,
-    shape: Option<usize>,
+    template: Arc<template::Template>,
+    layout: Option<u32>,
 }
 
 impl Templates {
-    /// Reads `text` with a learned template, into `members`.
-    fn row<'a>(&mut self, text: &'a str, members: &mut Members<'a>) -> Option<AnomaliRow<'a>> {
+    /// Reads `text` with a learned template.
+    fn row<'a>(&mut self, text: &'a str) -> Option<AnomaliRow<'a>> {
         self.current = None;
         if self.learned.is_empty() || (self.tried >= 256 && self.read * 2 < self.tried) {
             return None;
@@ -874,45 +903,36 @@ impl Templates {
         let n = self.learned.len();
         for k in 0..n {
             let t = (self.last + k) % n;
-            let mut row = AnomaliRow::default();
-            let mut ok = true;
-            members.clear();
-            let fits = self.learned[t].template.read(text, &mut self.at, |role, (key, raw, plain)| {
-                members.push((key, raw));
-                if let Some(r) = role {
-                    ok &= row.take_role(r, raw, plain).is_some();
-                }
-            });
-            if fits {
+            let template = &self.learned[t].template;
+            if template.read(text, &mut self.holes) {
                 self.last = t;
                 self.current = Some(t);
                 self.read += 1;
-                return ok.then_some(row);
+                return AnomaliRow::from_template(template, text, &self.holes);
             }
         }
         None
     }
 
-    /// The shape of the current row, where its template knows it: the row's keys are those of
-    /// every row the template read, byte for byte.
-    fn shape(&self) -> Option<usize> {
-        self.learned.get(self.current?)?.shape
-    }
-
-    /// Notes the shape the current row was found to have.
-    fn found_shape(&mut self, shape: usize) {
-        if let Some(learned) = self.current.and_then(|t| self.learned.get_mut(t)) {
-            learned.shape = Some(shape);
-        }
+    /// The template that read the current row, with the table's layout number for it.
+    fn layout(&self) -> Option<(&template::Template, u32)> {
+        let l = self.learned.get(self.current?)?;
+        Some((&l.template, l.layout?))
     }
 
     /// Learns the layout of a row the general scanner read, while there is room for one more.
-    fn learn(&mut self, text: &str) {
+    /// A layout the table does not know yet is offered for it to keep (once a batch).
+    fn learn(&mut self, text: &str, known: &Layouts, offer: &mut Option<Arc<template::Template>>) {
         if self.learned.len() < template::MAX_TEMPLATES && self.offered < 2 * template::MAX_TEMPLATES as u32 {
             self.offered += 1;
             if let Some(template) = template::Template::learn(text, role) {
+                let layout = known.iter().position(|k| **k == template).map(|id| id as u32);
+                let template = Arc::new(template);
+                if layout.is_none() && offer.is_none() {
+                    *offer = Some(template.clone());
+                }
                 self.last = self.learned.len();
-                self.learned.push(Learned { template, shape: None });
+                self.learned.push(Learned { template, layout });
             }
         }
     }
@@ -938,7 +958,7 @@ fn push_value(block: &mut Vec<u8>, line: &[u8], v: &str) {
 fn parse_anomali_row<'a>(
     line: &'a [u8],
     now: NaiveDateTime,
-    shapes: &Shapes,
+    known: &Known,
     out: &mut BatchOut<'a>,
 ) -> Result<(), (RejectReason, String)> {
     if line.len() > MAX_ROW_BYTES {
@@ -950,15 +970,18 @@ fn parse_anomali_row<'a>(
     // One UTF-8 check for the whole line is faster than serde_json's check of each string, and it
     // also covers the members we skip, which are carried into the output as they are.
     let text = std::str::from_utf8(line).map_err(|e| (RejectReason::InvalidJson, format!("not UTF-8 text: {e}")))?;
-    let by_template = out.templates.row(text, &mut out.members);
-    let row =
-        match by_template.or_else(|| AnomaliRow::scan(text, &mut out.members).inspect(|_| out.templates.learn(text))) {
-            Some(row) => row,
-            None => {
-                out.members.clear();
-                serde_json::from_str(text).map_err(|e| (RejectReason::InvalidJson, format!("invalid JSON: {e}")))?
-            }
-        };
+    // Rows a template reads are stored by it; the members are for rows the general scanner read.
+    out.members.clear();
+    let row = match out.templates.row(text).or_else(|| {
+        AnomaliRow::scan(text, &mut out.members)
+            .inspect(|_| out.templates.learn(text, &known.layouts, &mut out.batch.new_layout))
+    }) {
+        Some(row) => row,
+        None => {
+            out.members.clear();
+            serde_json::from_str(text).map_err(|e| (RejectReason::InvalidJson, format!("invalid JSON: {e}")))?
+        }
+    };
     let kind = match &row.row_type {
         Some(Scalar::Str(t)) => Kind::from_row_type(t).ok_or_else(|| {
             (RejectReason::UnknownType, format!("unknown type {}: expected one of {ROW_TYPES}", quote(t)))
@@ -1008,13 +1031,20 @@ fn parse_anomali_row<'a>(
         _ => b"",
     };
     let batch = &mut out.batch;
-    let (r, new_shape) = place_row(line, &out.members, shapes, &mut batch.block, &mut out.hint, out.templates.shape());
-    if r.shape != VERBATIM {
-        out.templates.found_shape(r.shape as usize);
-    }
-    if new_shape.is_some() {
-        batch.new_shape = new_shape;
-    }
+    let r = match out.templates.layout() {
+        Some((t, layout)) => {
+            let off = batch.block.len();
+            t.store(text, &out.templates.holes, &mut batch.block);
+            RowLoc { off: off as u32, len: (batch.block.len() - off) as u32, shape: LAYOUT | layout }
+        }
+        None => {
+            let (r, new_shape) = place_row(line, &out.members, &known.shapes, &mut batch.block, &mut out.hint);
+            if new_shape.is_some() {
+                batch.new_shape = new_shape;
+            }
+            r
+        }
+    };
     // The id and `modified_ts` texts follow the row, where `Entry` looks for them.
     batch.block.extend_from_slice(id.as_bytes());
     batch.block.extend_from_slice(modified);
@@ -1545,6 +1575,11 @@ mod tests {
         let compact = t.index.entries.list.iter().filter(|e| e.shape != VERBATIM).count();
         assert!(compact > 2000, "only {compact} of 3000 rows stored compactly");
         assert!(t.index.entries.shapes.len() >= 4, "{} shapes", t.index.entries.shapes.len());
+        // Both compact forms are in use: a layout's holes (rows a template read) and a shape's
+        // values (rows with escapes, which only the general scanner reads).
+        let by_layout = t.index.entries.list.iter().filter(|e| e.shape != VERBATIM && e.shape & LAYOUT != 0).count();
+        let by_shape = t.index.entries.list.iter().filter(|e| e.shape & LAYOUT == 0).count();
+        assert!(by_layout > 1500 && by_shape > 300, "{by_layout} rows by layout, {by_shape} by shape");
         for (i, line) in lines.iter().enumerate() {
             let ip = format!("10.2.{}.{}", i / 250, i % 250);
             let e = t.lookup(&normalize(Kind::Ip, &ip, false).unwrap()).unwrap();

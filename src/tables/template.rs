@@ -8,11 +8,18 @@
 //! and goes to the general scanner as before. A row the template reads is valid JSON: its fixed
 //! bytes are those of a valid row, and every hole holds a plain string content or a valid number,
 //! so it has the very structure the learned row had.
+//!
+//! A template also stores the rows it reads: their holes alone, each followed by a `"` (which no
+//! hole holds), and gives the row back byte for byte from them. The fixed bytes (keys, nested keys,
+//! punctuation) are kept once, in the template.
 
 use crate::json::scan;
 
 /// At most this many templates per batch of rows; further layouts are read by the general scanner.
 pub const MAX_TEMPLATES: usize = 4;
+
+/// How many member roles a reader can ask for (see [`Template::learn`]).
+pub const ROLES: usize = 8;
 
 /// What follows a step's fixed bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,47 +34,71 @@ enum Hole {
 }
 
 /// Fixed bytes `text[at..at + len]`, then a hole.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Step {
     at: u32,
     len: u32,
     hole: Hole,
 }
 
-/// A place in a row: `off` bytes from where step `step`'s fixed bytes start (at most their length).
-#[derive(Debug, Clone, Copy, Default)]
-struct Place {
-    step: u32,
+/// A place in a row: `off` bytes after the end of hole `after` (or after the row's start, where
+/// `after` is `u32::MAX`): that is, inside the fixed bytes of the step that follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    after: u32,
     off: u32,
 }
 
-/// One top-level member: where its key and its value start and end.
-#[derive(Debug, Clone, Copy)]
-struct Member {
-    key: Place,
-    key_len: u32,
-    start: Place,
-    end: Place,
-    /// Whether the value is a string (its content is then the value less its quotes).
-    string: bool,
-    /// The member's role, if any (see [`Template::learn`]).
-    role: Option<u8>,
+/// Where a template finds the value of a member a reader wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleAt {
+    /// The value is one hole: a string (the hole is its content) or a number.
+    Hole(u32),
+    /// The value is a list of plain strings: holes `from..to`, in order.
+    Strings(u32, u32),
+    /// Anything else (a literal, an object, a list of other things): the raw value's text.
+    Raw(Place, Place),
 }
 
-/// A member as a template reads it: key, raw value text, and the content of a string value.
-pub type ReadMember<'a> = (&'a str, &'a str, Option<&'a str>);
+/// Where the holes of a row read by a template lie, as (start, end) byte offsets, in order.
+#[derive(Debug, Default)]
+pub struct Holes(Vec<(u32, u32)>);
+
+impl Holes {
+    /// The text of hole `k` of `line`.
+    pub fn get<'a>(&self, line: &'a str, k: u32) -> &'a str {
+        let (s, e) = self.0[k as usize];
+        &line[s as usize..e as usize]
+    }
+
+    fn pos(&self, p: Place) -> usize {
+        let base = match p.after {
+            u32::MAX => 0,
+            k => self.0[k as usize].1,
+        };
+        (base + p.off) as usize
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct Template {
     text: Vec<u8>,
     steps: Vec<Step>,
-    members: Vec<Member>,
+    /// Per role, where its member's value is (the last member of that name, as `json.loads` keeps).
+    roles: [Option<RoleAt>; ROLES],
+}
+
+/// Two templates are the same layout when their fixed bytes and holes are: the roles follow.
+impl PartialEq for Template {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text && self.steps == other.steps
+    }
 }
 
 impl Template {
     /// Learns the layout of `line`, a JSON object the general scanner accepted. `None` where the
     /// row is not one a template can serve: a key or a string with an escape. `role` names the
-    /// members a reader wants by their keys.
+    /// members a reader wants by their keys (roles below [`ROLES`]).
     pub fn learn(line: &str, role: impl Fn(&str) -> Option<u8>) -> Option<Template> {
         if line.contains('\\') {
             return None;
@@ -75,16 +106,16 @@ impl Template {
         let b = line.as_bytes();
         let base = line.as_ptr() as usize;
         let offset = |s: &str| s.as_ptr() as usize - base;
-        // (key start, key, value start, value end), in bytes of `line`.
-        let mut spans: Vec<(usize, &str, usize, usize)> = Vec::new();
+        // (key, value start, value end), in bytes of `line`.
+        let mut spans: Vec<(&str, usize, usize)> = Vec::new();
         scan::walk_object(line, |sc, k, d| {
             let raw = sc.value(d)?;
-            spans.push((offset(k.text), k.text, offset(raw), offset(raw) + raw.len()));
+            spans.push((k.text, offset(raw), offset(raw) + raw.len()));
             Some(())
         })?;
         // The holes, in order: (start, end, kind).
         let mut holes: Vec<(usize, usize, Hole)> = Vec::new();
-        for &(_, _, start, end) in &spans {
+        for &(_, start, end) in &spans {
             let mut i = start;
             while i < end {
                 match b[i] {
@@ -107,53 +138,92 @@ impl Template {
             }
         }
         let mut t = Template::default();
-        // Where each step's fixed bytes start in `line`.
-        let mut starts = Vec::new();
         let mut at = 0;
-        for (start, end, hole) in holes.into_iter().chain([(b.len(), b.len(), Hole::End)]) {
-            starts.push(at);
+        for &(start, end, hole) in holes.iter().chain(&[(b.len(), b.len(), Hole::End)]) {
             t.steps.push(Step { at: t.text.len() as u32, len: (start - at) as u32, hole });
             t.text.extend_from_slice(&b[at..start]);
             at = end;
         }
+        // A place in the fixed bytes: after the last hole that ends at or before it.
         let place = |p: usize| -> Option<Place> {
-            let step = starts.iter().rposition(|&s| s <= p)?;
-            let off = p - starts[step];
-            (off <= t.steps[step].len as usize).then_some(Place { step: step as u32, off: off as u32 })
+            let (after, from) = match holes.iter().rposition(|h| h.1 <= p) {
+                Some(k) => (k as u32, holes[k].1),
+                None => (u32::MAX, 0),
+            };
+            // A place inside a hole is no place in the fixed bytes.
+            let inside = holes.get(after.wrapping_add(1) as usize).is_some_and(|h| h.0 < p);
+            (!inside).then_some(Place { after, off: (p - from) as u32 })
         };
-        let mut members = Vec::with_capacity(spans.len());
-        for (key_at, key, start, end) in spans {
-            members.push(Member {
-                key: place(key_at)?,
-                key_len: key.len() as u32,
-                start: place(start)?,
-                end: place(end)?,
-                string: b[start] == b'"',
-                role: role(key),
-            });
+        for (key, start, end) in spans {
+            let Some(r) = role(key).filter(|r| usize::from(*r) < ROLES) else { continue };
+            // The holes inside the value.
+            let first = holes.partition_point(|h| h.0 < start);
+            let last = holes.partition_point(|h| h.1 <= end);
+            let inner = &holes[first..last];
+            let at = match inner {
+                [(s, e, Hole::Str)] if *s == start + 1 && *e == end - 1 => RoleAt::Hole(first as u32),
+                [(s, e, Hole::Num)] if *s == start && *e == end => RoleAt::Hole(first as u32),
+                [_, ..]
+                    if inner.iter().all(|h| h.2 == Hole::Str) && {
+                        // Exactly `["a","b",...]`: the value less its holes is `["` `","`... `"]`.
+                        let mut bare = String::new();
+                        let mut from = start;
+                        for h in inner {
+                            bare.push_str(&line[from..h.0]);
+                            from = h.1;
+                        }
+                        bare.push_str(&line[from..end]);
+                        bare == format!("[\"{}\"]", vec![""; inner.len()].join("\",\""))
+                    } =>
+                {
+                    RoleAt::Strings(first as u32, last as u32)
+                }
+                _ => RoleAt::Raw(place(start)?, place(end)?),
+            };
+            t.roles[usize::from(r)] = Some(at);
         }
-        t.members = members;
         Some(t)
     }
 
-    /// Reads `line` against the template, handing each member to `member` with its role; false
-    /// where the row does not have this layout (then `member` may have seen some members).
-    pub fn read<'a>(
-        &self,
-        line: &'a str,
-        at: &mut Vec<u32>,
-        mut member: impl FnMut(Option<u8>, ReadMember<'a>),
-    ) -> bool {
+    /// Where the member of role `r` is, if the layout has one.
+    pub fn role(&self, r: u8) -> Option<RoleAt> {
+        self.roles.get(usize::from(r)).copied().flatten()
+    }
+
+    /// Whether hole `k` is a string's content (else a number).
+    pub fn is_string(&self, k: u32) -> bool {
+        self.steps.get(k as usize).is_some_and(|s| s.hole == Hole::Str)
+    }
+
+    /// The raw text of a member's value that `RoleAt::Raw` places.
+    pub fn raw<'a>(&self, line: &'a str, holes: &Holes, at: RoleAt) -> &'a str {
+        match at {
+            RoleAt::Raw(start, end) => &line[holes.pos(start)..holes.pos(end)],
+            RoleAt::Hole(k) if self.is_string(k) => {
+                let (s, e) = holes.0[k as usize];
+                &line[s as usize - 1..e as usize + 1]
+            }
+            RoleAt::Hole(k) => holes.get(line, k),
+            RoleAt::Strings(from, to) => {
+                let (s, e) = (holes.0[from as usize].0 - 2, holes.0[to as usize - 1].1 + 2);
+                &line[s as usize..e as usize]
+            }
+        }
+    }
+
+    /// Reads `line` against the template into `holes`; false where the row does not have this
+    /// layout.
+    pub fn read(&self, line: &str, holes: &mut Holes) -> bool {
         let b = line.as_bytes();
-        at.clear();
+        holes.0.clear();
         let mut i = 0;
         for step in &self.steps {
-            at.push(i as u32);
             let lit = &self.text[step.at as usize..(step.at + step.len) as usize];
             if !b.get(i..i + lit.len()).is_some_and(|run| scan::same_bytes(run, lit)) {
                 return false;
             }
             i += lit.len();
+            let start = i;
             match step.hole {
                 Hole::Str => {
                     i = scan::plain_end(line, i);
@@ -165,50 +235,99 @@ impl Template {
                     Some(end) => i = end,
                     None => return false,
                 },
-                Hole::End => {}
+                Hole::End => return i == b.len(),
+            }
+            holes.0.push((start as u32, i as u32));
+        }
+        false
+    }
+
+    /// Appends a row this template read, as its holes each followed by `"`.
+    pub fn store(&self, line: &str, holes: &Holes, block: &mut Vec<u8>) {
+        let b = line.as_bytes();
+        block.reserve(holes.0.iter().map(|(s, e)| (e - s) as usize + 1).sum());
+        for &(s, e) in &holes.0 {
+            push_short(block, b, s as usize, e as usize);
+            block.push(b'"');
+        }
+    }
+
+    /// The row `store` kept as `stored`, byte for byte; `None` where `stored` is not one.
+    pub fn rebuild(&self, stored: &[u8]) -> Option<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.text.len() + stored.len());
+        let mut rest = stored;
+        for step in &self.steps {
+            out.extend_from_slice(self.text.get(step.at as usize..(step.at + step.len) as usize)?);
+            if step.hole != Hole::End {
+                let end = memchr::memchr(b'"', rest)?;
+                out.extend_from_slice(&rest[..end]);
+                rest = &rest[end + 1..];
             }
         }
-        if i != b.len() {
-            return false;
-        }
-        let pos = |p: Place| (at[p.step as usize] + p.off) as usize;
-        for m in &self.members {
-            let k = pos(m.key);
-            let raw = &line[pos(m.start)..pos(m.end)];
-            let plain = m.string.then(|| &raw[1..raw.len() - 1]);
-            member(m.role, (&line[k..k + m.key_len as usize], raw, plain));
-        }
-        true
+        rest.is_empty().then_some(out)
     }
+}
+
+/// Appends `b[s..e]`. Most holes are short, and a copy of a fixed 32 bytes (then cut back)
+/// compiles to two vector moves where a copy of `e - s` bytes is a call to memcpy.
+fn push_short(block: &mut Vec<u8>, b: &[u8], s: usize, e: usize) {
+    const W: usize = 32;
+    if e - s <= W {
+        if let Some(Ok(window)) = b.get(s..s + W).map(<&[u8; W]>::try_from) {
+            let at = block.len();
+            block.extend_from_slice(window);
+            block.truncate(at + (e - s));
+            return;
+        }
+    }
+    block.extend_from_slice(&b[s..e]);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const ROW: &str = r#"{"id":"400000001","value":"38.158.13.55","match":["38.158.13.55"],"type":"ip","confidence":12,"status":"active","tags":[{"id":"t564","name":"nova","tlp":"white"}],"meta":{"severity":"low","n":-1.5e3,"ok":true,"none":null}, "p_log_type" : "Anomali.Indicator" }"#;
+    const ROW: &str = r#"{"id":"400000001","value":"38.158.13.55","match":["38.158.13.55","1.2.3.4"],"type":"ip","confidence":12,"status":"active","tags":[{"id":"t564","name":"nova","tlp":"white"}],"meta":{"severity":"low","n":-1.5e3,"ok":true,"none":null}, "p_log_type" : "Anomali.Indicator" , "e":"", "x":[] }"#;
 
-    /// The members as the general scanner reads them.
-    fn general(line: &str) -> Option<Vec<ReadMember<'_>>> {
-        let mut out = Vec::new();
+    /// Roles for the test: each key below is a role, by its place in the list.
+    const KEYS: [&str; ROLES] = ["id", "value", "match", "type", "confidence", "meta", "e", "x"];
+
+    fn role(k: &str) -> Option<u8> {
+        KEYS.iter().position(|r| *r == k).map(|r| r as u8)
+    }
+
+    /// Every role's raw value as the general scanner reads it (the last member of its name).
+    fn general(line: &str) -> Option<Vec<Option<&str>>> {
+        let mut out = vec![None; ROLES];
         scan::walk_object(line, |sc, k, d| {
-            let (raw, plain) = sc.value_or_plain(d)?;
-            out.push((k.text, raw, plain));
+            let raw = sc.value(d)?;
+            if let Some(r) = role(k.text) {
+                out[r as usize] = Some(raw);
+            }
             Some(())
         })?;
         Some(out)
     }
 
-    fn read(t: &Template, line: &str) -> Option<Vec<ReadMember<'static>>> {
-        let line: &'static str = Box::leak(line.to_owned().into_boxed_str());
-        let mut out = Vec::new();
-        t.read(line, &mut Vec::new(), |_, m| out.push(m)).then_some(out)
+    /// Every role's raw value as the template reads it, and the row rebuilt from its stored holes.
+    fn read<'a>(t: &Template, line: &'a str) -> Option<Vec<Option<&'a str>>> {
+        let mut holes = Holes::default();
+        if !t.read(line, &mut holes) {
+            return None;
+        }
+        let mut block = b"before".to_vec();
+        t.store(line, &holes, &mut block);
+        assert_eq!(t.rebuild(&block[6..]).as_deref(), Some(line.as_bytes()), "stored and rebuilt");
+        Some((0..ROLES as u8).map(|r| t.role(r).map(|at| t.raw(line, &holes, at))).collect())
     }
 
     #[test]
     fn a_template_reads_only_rows_of_its_layout_and_reads_them_as_the_general_scanner_does() {
-        let t = Template::learn(ROW, |_| None).unwrap();
+        let t = Template::learn(ROW, role).unwrap();
         assert_eq!(read(&t, ROW), general(ROW));
+        assert_eq!(t.role(2), Some(RoleAt::Strings(2, 4)), "match is a list of plain strings");
+        assert!(matches!(t.role(0), Some(RoleAt::Hole(0))) && matches!(t.role(4), Some(RoleAt::Hole(_))));
+        assert!(matches!(t.role(5), Some(RoleAt::Raw(..))) && matches!(t.role(7), Some(RoleAt::Raw(..))));
         let mut next = scan::test_rng(0x2545_F491_4F6C_DD1D);
         let alphabet: Vec<char> = "\"\\{}[]:,0123456789-+.eE \t\n\u{1}atrufnlé".chars().collect();
         let (mut same_layout, mut refused) = (0, 0);
@@ -242,10 +361,18 @@ mod tests {
     fn rows_with_escapes_teach_no_template() {
         assert!(Template::learn(r#"{"id":"a\"b","type":"ip"}"#, |_| None).is_none());
         assert!(Template::learn(r#"{"i\u0064":"1"}"#, |_| None).is_none());
-        let t = Template::learn(r#"{"id":"1","value":"x"}"#, |_| None).unwrap();
+        let t = Template::learn(r#"{"id":"1","value":"x"}"#, role).unwrap();
         assert!(read(&t, r#"{"id":"2","value":"a\u0041"}"#).is_none(), "an escape goes to the general scanner");
         assert!(read(&t, r#"{"id":2,"value":"y"}"#).is_none(), "a number where a string was");
         assert!(read(&t, r#"{"id":"2","value":"y","x":1}"#).is_none(), "one more member");
-        assert_eq!(read(&t, r#"{"id":"22","value":"yé"}"#).map(|m| m[1]), Some(("value", "\"yé\"", Some("yé"))));
+        assert_eq!(read(&t, r#"{"id":"22","value":"yé"}"#).map(|m| m[1]), Some(Some("\"yé\"")));
+    }
+
+    #[test]
+    fn a_repeated_member_is_read_as_its_last_value_and_templates_compare_by_layout() {
+        let t = Template::learn(r#"{"id":"1","id":2}"#, role).unwrap();
+        assert_eq!(read(&t, r#"{"id":"9","id":35}"#).map(|m| m[0]), Some(Some("35")));
+        assert_eq!(Template::learn(r#"{"id":"7","id":8}"#, role), Some(t.clone()));
+        assert_ne!(Template::learn(r#"{"id":"7","id":"8"}"#, role), Some(t));
     }
 }
