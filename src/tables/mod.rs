@@ -713,8 +713,10 @@ impl<'a> AnomaliRow<'a> {
                         (from..to).map(|k| Scalar::Str(Cow::Borrowed(holes.get(text, k)))).collect(),
                     ));
                 }
-                Some(at @ template::RoleAt::Hole(k)) if t.is_string(k) => {
-                    row.take_role(r, t.raw(text, holes, at), Some(holes.get(text, k)))?
+                // A string's content is all a role but `match` reads, and `match` reads a string
+                // the same way; no need to find its quotes.
+                Some(template::RoleAt::Hole(k)) if t.is_string(k) => {
+                    row.take_string(r, holes.get(text, k));
                 }
                 Some(at) => row.take_role(r, t.raw(text, holes, at), None)?,
             }
@@ -755,10 +757,9 @@ impl<'a> AnomaliRow<'a> {
         }
     }
 
-    /// Takes the member that plays `role`. A repeated field reads as its last value, as Python's
-    /// json.loads keeps it.
-    fn take_role(&mut self, role: u8, raw: &'a str, plain: Option<&'a str>) -> Option<()> {
-        let slot = match role {
+    /// The field of a role that holds one value (all but `match`).
+    fn slot(&mut self, role: u8) -> Option<&mut Option<Scalar<'a>>> {
+        Some(match role {
             ROLE_ID => &mut self.id,
             ROLE_VALUE => &mut self.value,
             ROLE_TYPE => &mut self.row_type,
@@ -766,21 +767,34 @@ impl<'a> AnomaliRow<'a> {
             ROLE_STATUS => &mut self.status,
             ROLE_EXPIRATION => &mut self.expiration_ts,
             ROLE_MODIFIED => &mut self.modified_ts,
-            ROLE_MATCH => {
-                self.match_keys = match Values::parse(raw).ok()? {
-                    Values::One(Scalar::Null) => None,
-                    other => Some(other),
-                };
-                return Some(());
-            }
-            // `role` names no other.
-            _ => return Some(()),
-        };
-        // A JSON null reads as an absent field (a string's content needs no test for it).
-        *slot = match plain {
-            Some(content) => Some(Scalar::Str(Cow::Borrowed(content))),
-            None => Some(Scalar::read(raw)).filter(|s| *s != Scalar::Null),
-        };
+            _ => return None,
+        })
+    }
+
+    /// Takes a string member (its content) that plays `role`.
+    fn take_string(&mut self, role: u8, content: &'a str) {
+        let s = Scalar::Str(Cow::Borrowed(content));
+        match self.slot(role) {
+            Some(slot) => *slot = Some(s),
+            None if role == ROLE_MATCH => self.match_keys = Some(Values::One(s)),
+            None => {}
+        }
+    }
+
+    /// Takes the member that plays `role`. A repeated field reads as its last value, as Python's
+    /// json.loads keeps it.
+    fn take_role(&mut self, role: u8, raw: &'a str, plain: Option<&'a str>) -> Option<()> {
+        if let Some(content) = plain {
+            self.take_string(role, content);
+        } else if let Some(slot) = self.slot(role) {
+            // A JSON null reads as an absent field.
+            *slot = Some(Scalar::read(raw)).filter(|s| *s != Scalar::Null);
+        } else if role == ROLE_MATCH {
+            self.match_keys = match Values::parse(raw).ok()? {
+                Values::One(Scalar::Null) => None,
+                other => Some(other),
+            };
+        }
         Some(())
     }
 }

@@ -60,23 +60,62 @@ pub enum RoleAt {
     Raw(Place, Place),
 }
 
-/// Where the holes of a row read by a template lie, as (start, end) byte offsets, in order.
+/// Where the holes of a row read by a template lie, as (start, end) byte offsets, in order; and how
+/// many bytes `store` writes for them.
 #[derive(Debug, Default)]
-pub struct Holes(Vec<(u32, u32)>);
+pub struct Holes {
+    spans: Vec<(u32, u32)>,
+    stored: usize,
+}
 
 impl Holes {
     /// The text of hole `k` of `line`.
     pub fn get<'a>(&self, line: &'a str, k: u32) -> &'a str {
-        let (s, e) = self.0[k as usize];
+        let (s, e) = self.spans[k as usize];
         &line[s as usize..e as usize]
     }
 
     fn pos(&self, p: Place) -> usize {
         let base = match p.after {
             u32::MAX => 0,
-            k => self.0[k as usize].1,
+            k => self.spans[k as usize].1,
         };
         (base + p.off) as usize
+    }
+}
+
+/// A step's fixed bytes as four little-endian words, and which of their bytes count: compared a
+/// word at a time against a 32-byte window of the row, without a call or a loop.
+#[derive(Debug, Clone, Copy, Default)]
+struct Words {
+    words: [u64; 4],
+    masks: [u64; 4],
+}
+
+impl Words {
+    /// `None` for fixed bytes longer than a window.
+    fn new(lit: &[u8]) -> Option<Words> {
+        let mut w = Words::default();
+        if lit.len() > 32 {
+            return None;
+        }
+        for (i, &c) in lit.iter().enumerate() {
+            w.words[i / 8] |= u64::from(c) << (8 * (i % 8));
+            w.masks[i / 8] |= 0xff << (8 * (i % 8));
+        }
+        Some(w)
+    }
+
+    /// Whether `window` starts with the fixed bytes.
+    #[inline]
+    fn starts(&self, window: &[u8; 32]) -> bool {
+        let mut diff = 0;
+        for k in 0..4 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&window[8 * k..8 * k + 8]);
+            diff |= (u64::from_le_bytes(w) ^ self.words[k]) & self.masks[k];
+        }
+        diff == 0
     }
 }
 
@@ -84,6 +123,8 @@ impl Holes {
 pub struct Template {
     text: Vec<u8>,
     steps: Vec<Step>,
+    /// Per step, its fixed bytes as words, where they fit a window.
+    words: Vec<Option<Words>>,
     /// Per role, where its member's value is (the last member of that name, as `json.loads` keeps).
     roles: [Option<RoleAt>; ROLES],
 }
@@ -141,6 +182,7 @@ impl Template {
         let mut at = 0;
         for &(start, end, hole) in holes.iter().chain(&[(b.len(), b.len(), Hole::End)]) {
             t.steps.push(Step { at: t.text.len() as u32, len: (start - at) as u32, hole });
+            t.words.push(Words::new(&b[at..start]));
             t.text.extend_from_slice(&b[at..start]);
             at = end;
         }
@@ -200,12 +242,12 @@ impl Template {
         match at {
             RoleAt::Raw(start, end) => &line[holes.pos(start)..holes.pos(end)],
             RoleAt::Hole(k) if self.is_string(k) => {
-                let (s, e) = holes.0[k as usize];
+                let (s, e) = holes.spans[k as usize];
                 &line[s as usize - 1..e as usize + 1]
             }
             RoleAt::Hole(k) => holes.get(line, k),
             RoleAt::Strings(from, to) => {
-                let (s, e) = (holes.0[from as usize].0 - 2, holes.0[to as usize - 1].1 + 2);
+                let (s, e) = (holes.spans[from as usize].0 - 2, holes.spans[to as usize - 1].1 + 2);
                 &line[s as usize..e as usize]
             }
         }
@@ -214,45 +256,65 @@ impl Template {
     /// Reads `line` against the template into `holes`; false where the row does not have this
     /// layout.
     pub fn read(&self, line: &str, holes: &mut Holes) -> bool {
+        const W: usize = 32;
         let b = line.as_bytes();
-        holes.0.clear();
+        holes.spans.clear();
+        holes.stored = 0;
         let mut i = 0;
-        for step in &self.steps {
-            let lit = &self.text[step.at as usize..(step.at + step.len) as usize];
-            if !b.get(i..i + lit.len()).is_some_and(|run| scan::same_bytes(run, lit)) {
+        for (step, words) in self.steps.iter().zip(&self.words) {
+            let len = step.len as usize;
+            let same = match (words, b.get(i..i + W).and_then(|w| <&[u8; W]>::try_from(w).ok())) {
+                (Some(words), Some(window)) => words.starts(window),
+                _ => b.get(i..i + len) == self.text.get(step.at as usize..step.at as usize + len),
+            };
+            if !same {
                 return false;
             }
-            i += lit.len();
+            i += len;
             let start = i;
-            match step.hole {
-                Hole::Str => {
-                    i = scan::plain_end(line, i);
-                    if b.get(i) != Some(&b'"') {
-                        return false;
-                    }
-                }
-                Hole::Num => match scan::number_end(line, i) {
-                    Some(end) => i = end,
+            i = match step.hole {
+                Hole::Str => match scan::plain_end(line, i) {
+                    end if b.get(end) == Some(&b'"') => end,
+                    _ => return false,
+                },
+                Hole::Num => match plain_digits_end(b, i).or_else(|| scan::number_end(line, i)) {
+                    Some(end) => end,
                     None => return false,
                 },
                 Hole::End => return i == b.len(),
-            }
-            holes.0.push((start as u32, i as u32));
+            };
+            holes.spans.push((start as u32, i as u32));
+            holes.stored += i - start + 1;
         }
         false
     }
 
-    /// Appends a row this template read, as its holes each followed by `"`.
+    /// Appends a row this template read, as its holes each followed by `"` (which no hole holds).
     pub fn store(&self, line: &str, holes: &Holes, block: &mut Vec<u8>) {
+        const W: usize = 32;
         let b = line.as_bytes();
-        block.reserve(holes.0.iter().map(|(s, e)| (e - s) as usize + 1).sum());
-        for &(s, e) in &holes.0 {
-            push_short(block, b, s as usize, e as usize);
-            block.push(b'"');
+        let base = block.len();
+        // Room for a whole window past the last hole: most holes are short, and a copy of a fixed
+        // 32 bytes (then overwritten past the hole) is two vector moves where a copy of the
+        // hole's length is a call to memcpy.
+        block.resize(base + holes.stored + W, 0);
+        let out = &mut block[base..];
+        let mut at = 0;
+        for &(s, e) in &holes.spans {
+            let (s, e) = (s as usize, e as usize);
+            let n = e - s;
+            match (b.get(s..s + W), out.get_mut(at..at + W)) {
+                (Some(window), Some(to)) if n <= W => to.copy_from_slice(window),
+                _ => out[at..at + n].copy_from_slice(&b[s..e]),
+            }
+            at += n;
+            out[at] = b'"';
+            at += 1;
         }
+        block.truncate(base + at);
     }
 
-    /// The row `store` kept as `stored`, byte for byte; `None` where `stored` is not one.
+    /// The row `read` stored as `stored`, byte for byte; `None` where `stored` is not one.
     pub fn rebuild(&self, stored: &[u8]) -> Option<Vec<u8>> {
         let mut out = Vec::with_capacity(self.text.len() + stored.len());
         let mut rest = stored;
@@ -268,19 +330,18 @@ impl Template {
     }
 }
 
-/// Appends `b[s..e]`. Most holes are short, and a copy of a fixed 32 bytes (then cut back)
-/// compiles to two vector moves where a copy of `e - s` bytes is a call to memcpy.
-fn push_short(block: &mut Vec<u8>, b: &[u8], s: usize, e: usize) {
-    const W: usize = 32;
-    if e - s <= W {
-        if let Some(Ok(window)) = b.get(s..s + W).map(<&[u8; W]>::try_from) {
-            let at = block.len();
-            block.extend_from_slice(window);
-            block.truncate(at + (e - s));
-            return;
-        }
-    }
-    block.extend_from_slice(&b[s..e]);
+/// Where a number of plain digits starting at `i` ends: the common case of a JSON number (a count,
+/// a score) read without the general rules. `None` where it is anything else (a sign, a leading
+/// zero, a fraction or an exponent), which the general rules then read.
+fn plain_digits_end(b: &[u8], i: usize) -> Option<usize> {
+    let digits = b.get(i..)?.iter().take_while(|c| c.is_ascii_digit()).count();
+    let end = i + digits;
+    let plain = match digits {
+        0 => false,
+        1 => true,
+        _ => b[i] != b'0',
+    };
+    (plain && !matches!(b.get(end), Some(b'.' | b'e' | b'E'))).then_some(end)
 }
 
 #[cfg(test)]
