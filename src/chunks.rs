@@ -147,6 +147,74 @@ where
     })
 }
 
+/// Runs `work` over the chunks of `source` on `workers` threads, each taking the next chunk as
+/// soon as it is done with the last, so that no worker waits for another until the file is done
+/// (splitting each chunk among the workers instead leaves one idle at the end of every chunk).
+/// What the chunks gave comes back in file order. At most `workers` chunks wait to be taken, and
+/// their buffers are read into again.
+pub fn map_chunks<R, T>(
+    source: R,
+    chunk_size: usize,
+    workers: usize,
+    work: impl Fn(&Chunk) -> T + Sync,
+) -> std::io::Result<Vec<T>>
+where
+    R: Read + Send,
+    T: Send,
+{
+    let workers = workers.max(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel(workers);
+    // The next chunk and its place in the file, taken under the lock by whichever worker is free.
+    let next = std::sync::Mutex::new((0usize, rx));
+    std::thread::scope(|scope| {
+        let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
+        scope.spawn(move || {
+            let mut reader = ChunkReader::with_chunk_size(source, chunk_size);
+            loop {
+                let item = reader.next_chunk(returned.try_recv().ok());
+                let stop = !matches!(item, Ok(Some(_)));
+                if tx.send(item).is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let (next, work) = (&next, &work);
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                let give_back = give_back.clone();
+                scope.spawn(move || -> std::io::Result<Vec<(usize, T)>> {
+                    let mut done = Vec::new();
+                    loop {
+                        let (at, item) = {
+                            let mut next = next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            next.0 += 1;
+                            (next.0 - 1, next.1.recv())
+                        };
+                        match item {
+                            Ok(Ok(Some(chunk))) => {
+                                done.push((at, work(&chunk)));
+                                // The reader may have finished; then the buffer is simply dropped.
+                                let _ = give_back.send(chunk.bytes);
+                            }
+                            Ok(Err(e)) => return Err(e),
+                            Ok(Ok(None)) | Err(_) => return Ok(done),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in handles {
+            match h.join() {
+                Ok(done) => all.extend(done?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        all.sort_unstable_by_key(|(at, _)| *at);
+        Ok(all.into_iter().map(|(_, t)| t).collect())
+    })
+}
+
 /// The non-blank lines of a chunk, trimmed, each with its line number.
 pub fn lines(chunk: &Chunk) -> Vec<(u64, &[u8])> {
     let bytes = &chunk.bytes[..];
@@ -191,6 +259,42 @@ mod tests {
         assert_eq!(got.len(), 400_000 - 400_000 / 7 + 1);
         assert_eq!(got[5], (6, "row row row".into()));
         assert_eq!(got.last(), Some(&(400_001, "last, no newline".into())));
+    }
+
+    #[test]
+    fn chunks_shared_among_workers_come_back_in_file_order() {
+        let input: String = (1..=50_000).map(|i| format!("line {i}\n")).collect();
+        let one_by_one = all(input.as_bytes(), 997);
+        for workers in [1, 2, 5] {
+            let got = map_chunks(input.as_bytes(), 997, workers, |c| {
+                // Uneven work, so that the workers finish their chunks out of order.
+                if c.first_line % 3 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                lines(c).into_iter().map(|(n, l)| (n, String::from_utf8(l.to_vec()).unwrap())).collect::<Vec<_>>()
+            })
+            .unwrap();
+            assert!(got.len() > 500, "{} chunks", got.len());
+            assert_eq!(got.concat(), one_by_one, "{workers} workers");
+        }
+    }
+
+    #[test]
+    fn a_read_error_reaches_the_caller_of_map_chunks() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::other("disk on fire"));
+                }
+                self.0 -= 1;
+                let n = buf.len().min(6);
+                buf[..n].copy_from_slice(&b"a row\n"[..n]);
+                Ok(n)
+            }
+        }
+        let err = map_chunks(Failing(1_000), 64, 2, |c| c.bytes.len()).unwrap_err();
+        assert_eq!(err.to_string(), "disk on fire");
     }
 
     #[test]

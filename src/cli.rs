@@ -250,29 +250,21 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
     let want_enriched = a.enriched.is_some();
     let file =
         std::fs::File::open(&a.alerts).with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
+    let per_chunk = crate::chunks::map_chunks(file, ALERT_CHUNK, rayon::current_num_threads(), |chunk| {
+        let mut events = Events::for_selectors(&selectors);
+        crate::chunks::lines(chunk)
+            .into_iter()
+            .map(|(n, line)| {
+                enrich_line(line, &tables, &selectors, want_enriched, &mut events)
+                    .map_err(|e| format!("{}:{n}: {e}", a.alerts.display()))
+            })
+            .collect::<Vec<_>>()
+    })
+    .with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
     let mut totals = Totals::default();
-    crate::chunks::read_in_background(file, ALERT_CHUNK, |chunks, recycle| -> anyhow::Result<()> {
-        for chunk in chunks {
-            let chunk = chunk.with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
-            let results: Vec<Result<AlertResult<'_>, String>> = {
-                use rayon::prelude::*;
-                crate::chunks::lines(&chunk)
-                    .par_iter()
-                    .with_min_len(16)
-                    .map_init(
-                        || Events::for_selectors(&selectors),
-                        |events, (n, line)| {
-                            enrich_line(line, &tables, &selectors, want_enriched, events)
-                                .map_err(|e| format!("{}:{n}: {e}", a.alerts.display()))
-                        },
-                    )
-                    .collect()
-            };
-            totals.add(results);
-            recycle(chunk.bytes);
-        }
-        Ok(())
-    })?;
+    for results in per_chunk {
+        totals.add(results);
+    }
     let Totals { mut rows, lookups, skipped, alerts, events, bad_alerts, enriched } = totals;
     // The reference stops its clock before it sorts; so does this.
     let match_s = match_started.elapsed().as_secs_f64();
