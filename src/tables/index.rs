@@ -365,16 +365,6 @@ impl Shard {
         }
     }
 
-    /// Room for `factor - 1` times the keys each table holds now.
-    fn grow(&mut self, factor: f64) {
-        let more = |n: usize| (n as f64 * (factor - 1.0)) as usize;
-        self.v4.reserve(more(self.v4.len()), |e| hash_v4(e.0));
-        self.v6.reserve(more(self.v6.len()), |e| hash_v6(e.0));
-        for t in &mut self.text {
-            t.reserve(more(t.len()), |e| e.hash);
-        }
-    }
-
     fn find_text(&self, entries: &Entries, slot: usize, key: &[u8], hash: u64) -> Option<EntryId> {
         self.text[slot].find(hash, |e| e.hash == hash && entries.text(e.span()) == key).map(|e| e.entry)
     }
@@ -399,15 +389,36 @@ impl IndexBuilder {
         id
     }
 
-    /// Grows every table and list for about `rows` rows in all, in the proportions seen so far.
-    pub fn reserve_rows(&mut self, rows: usize) {
-        let seen = self.entries.list.len().max(1);
-        let factor = rows as f64 / seen as f64;
+    /// Sizes the entry list and every table for `factor` times the `entries` and `keys` of a first
+    /// part of the file, so that they are not rehashed again and again as the rest loads.
+    pub fn reserve_for<'k>(&mut self, entries: usize, keys: impl Iterator<Item = &'k ShardedKeys>, factor: f64) {
         if !(1.5..1e6).contains(&factor) {
             return;
         }
-        self.entries.list.reserve((seen as f64 * (factor - 1.0)) as usize);
-        self.shards.par_iter_mut().for_each(|s| s.grow(factor));
+        let scaled = |n: usize| (n as f64 * factor) as usize;
+        self.entries.list.reserve(scaled(entries));
+        // Per shard: IPv4, IPv6, then the text slots.
+        let mut counts = vec![[0usize; 6]; SHARDS];
+        for k in keys {
+            for (s, list) in k.0.iter().enumerate() {
+                for p in list {
+                    let at = match p.key {
+                        PendingKey::V4(_) => 0,
+                        PendingKey::V6(_) => 1,
+                        PendingKey::Text(slot, _) => 2 + slot,
+                        PendingKey::Net(_) => continue,
+                    };
+                    counts[s][at] += 1;
+                }
+            }
+        }
+        self.shards.par_iter_mut().zip(counts).for_each(|(shard, n)| {
+            shard.v4.reserve(scaled(n[0]), |e| hash_v4(e.0));
+            shard.v6.reserve(scaled(n[1]), |e| hash_v6(e.0));
+            for (t, n) in shard.text.iter_mut().zip(&n[2..]) {
+                t.reserve(scaled(*n), |e| e.hash);
+            }
+        });
     }
 
     /// Makes `entry` reachable under `key`, keeping whichever candidate wins. A text key's bytes go

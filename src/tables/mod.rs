@@ -541,12 +541,6 @@ fn load_anomali(
         let mut keys = Vec::with_capacity(batches.len());
         for batch in batches {
             report.absorb(batch.rows, batch.eligible, batch.rejections);
-            if let Some(shape) = batch.new_shape {
-                b.entries.intern_shape(shape);
-            }
-            if let Some(layout) = batch.new_layout {
-                b.entries.intern_layout(layout);
-            }
             clock.earliest_expiry = earliest(clock.earliest_expiry, batch.earliest_expiry);
             keys.push((b.entries.list.len() as EntryId, batch.keys));
             b.entries.list.extend_from_slice(&batch.entries);
@@ -555,21 +549,24 @@ fn load_anomali(
         b.insert_batches(&keys);
     };
     let mut first = true;
-    // The size of the first chunk, once it is absorbed: the tables are then sized for the whole file.
-    let mut size_from: Option<usize> = None;
     let mut pending: Option<Vec<Batch>> = None;
     for item in chunks {
         let mut chunk = item?;
-        if first && chunk.bytes.starts_with(b"\xEF\xBB\xBF") {
-            chunk.bytes.drain(..3);
+        if first {
+            if chunk.bytes.starts_with(b"\xEF\xBB\xBF") {
+                chunk.bytes.drain(..3);
+            }
+            // The first row's layout, learned before the parse, serves the first chunk's rows.
+            if let Some(t) = chunks::lines(&chunk).first().and_then(|(_, l)| first_layout(l)) {
+                b.entries.intern_layout(Arc::new(t));
+            }
         }
-        first = false;
-        // Shapes and layouts are interned while a chunk is absorbed, which runs beside the next
-        // chunk's parse: one first seen in chunk n serves rows from chunk n + 2 on.
+        // The shapes and layouts a chunk's rows taught are interned once it is parsed: they serve
+        // the rows of the next chunk on.
         let known = Known { shapes: b.entries.shapes.clone(), layouts: b.entries.layouts.clone() };
         // This chunk's batches become the row blocks after those absorbed and those pending.
         let first_block = (b.entries.rows.len() + pending.as_ref().map_or(0, Vec::len)) as u64;
-        let (_, batches) = rayon::join(
+        let (_, mut batches) = rayon::join(
             || {
                 if let Some(batches) = pending.take() {
                     absorb(&mut b, &mut report, &mut clock, batches);
@@ -577,15 +574,23 @@ fn load_anomali(
             },
             || parse_chunk(&chunk, &known, now, first_block),
         );
-        if let Some(bytes) = size_from.take() {
-            // Sized from what one chunk held, rather than rehashed again and again as they grow.
-            b.reserve_rows((size_hint as f64 / bytes.max(1) as f64 * b.entries.list.len() as f64) as usize);
+        for batch in &mut batches {
+            if let Some(shape) = batch.new_shape.take() {
+                b.entries.intern_shape(shape);
+            }
+            if let Some(layout) = batch.new_layout.take() {
+                b.entries.intern_layout(layout);
+            }
         }
+        if first {
+            // Sized from what the first chunk held, rather than rehashed again and again as they grow.
+            let factor = size_hint as f64 / chunk.bytes.len().max(1) as f64;
+            let entries = batches.iter().map(|b| b.entries.len()).sum();
+            b.reserve_for(entries, batches.iter().map(|b| &b.keys), factor);
+        }
+        first = false;
         if let Some(err) = report.wrong_format(spec, false) {
             return Err(err);
-        }
-        if b.entries.list.is_empty() && report.rows == 0 {
-            size_from = Some(chunk.bytes.len());
         }
         // Parsed rows hold what they need in their blocks: the chunk's buffer can be read into again.
         recycle(chunk.bytes);
@@ -623,8 +628,9 @@ struct Known {
     layouts: Layouts,
 }
 
-/// Rows per parallel task: enough that its block of row bytes is a few hundred KiB.
-const BATCH_ROWS: usize = 2048;
+/// Rows per parallel task: enough that its block of row bytes is a few hundred KiB, few enough that
+/// a chunk makes several tasks for the cores to share.
+const BATCH_ROWS: usize = 1024;
 
 /// Parses the non-blank lines of a chunk in parallel, keeping file order. Batch `i` writes what it
 /// keeps to what will be row block `first_block + i`.
@@ -640,7 +646,7 @@ fn parse_chunk(chunk: &Chunk, known: &Known, now: NaiveDateTime, first_block: u6
                 block_index: first_block + i as u64,
                 hint: ShapeHint::default(),
                 members: Vec::with_capacity(32),
-                templates: Templates::default(),
+                templates: Templates::knowing(&known.layouts),
             };
             for (n, l) in lines {
                 if let Err((reason, detail)) = parse_anomali_row(l, now, known, &mut out) {
@@ -907,6 +913,17 @@ struct Learned {
 }
 
 impl Templates {
+    /// Templates that start with the first layouts the table knows (leaving room to learn more).
+    fn knowing(layouts: &Layouts) -> Templates {
+        let learned = layouts
+            .iter()
+            .take(template::MAX_TEMPLATES / 2)
+            .enumerate()
+            .map(|(id, t)| Learned { template: t.clone(), layout: Some(id as u32) })
+            .collect();
+        Templates { learned, ..Templates::default() }
+    }
+
     /// Reads `text` with a learned template.
     fn row<'a>(&mut self, text: &'a str) -> Option<AnomaliRow<'a>> {
         self.current = None;
@@ -1078,6 +1095,13 @@ fn parse_anomali_row<'a>(
     batch.eligible += 1;
     batch.earliest_expiry = earliest(batch.earliest_expiry, expires);
     Ok(())
+}
+
+/// The layout of a table's first row, where a template can serve it.
+fn first_layout(line: &[u8]) -> Option<template::Template> {
+    let text = std::str::from_utf8(line).ok()?;
+    AnomaliRow::scan(text, &mut Vec::new())?;
+    template::Template::learn(text, role)
 }
 
 /// An integer as Python's `int()` reads a string: white space around it, an optional sign, ASCII
@@ -1588,7 +1612,9 @@ mod tests {
         let t = Table { spec: spec(Format::Anomali), index: Arc::new(index), report, valid_until: None };
         let compact = t.index.entries.list.iter().filter(|e| e.shape != VERBATIM).count();
         assert!(compact > 2000, "only {compact} of 3000 rows stored compactly");
-        assert!(t.index.entries.shapes.len() >= 4, "{} shapes", t.index.entries.shapes.len());
+        // Rows no template reads (escapes, a layout the batch has not learned yet) go to the
+        // general scanner and are stored by shape.
+        assert!(t.index.entries.shapes.len() >= 2, "{} shapes", t.index.entries.shapes.len());
         // Both compact forms are in use: a layout's holes (rows a template read) and a shape's
         // values (rows with escapes, which only the general scanner reads).
         let by_layout = t.index.entries.list.iter().filter(|e| e.shape != VERBATIM && e.shape & LAYOUT != 0).count();
@@ -1599,6 +1625,20 @@ mod tests {
             let e = t.lookup(&normalize(Kind::Ip, &ip, false).unwrap()).unwrap();
             assert_eq!(t.row_json(e), line.as_str(), "row {i}");
             assert_eq!(t.entry_id(e), (i + 1).to_string());
+        }
+    }
+
+    #[test]
+    fn the_first_rows_layout_serves_a_table_of_one_chunk() {
+        // A table smaller than a chunk: its rows are stored by the first row's layout, not whole.
+        let lines: Vec<String> =
+            (0..1000).map(|i| row(i + 1, &format!("10.3.{}.{}", i / 250, i % 250), "ip", 9, "active", "")).collect();
+        let t = anomali(&lines.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+        let by_layout = t.index.entries.list.iter().filter(|e| e.shape != VERBATIM && e.shape & LAYOUT != 0).count();
+        assert_eq!(by_layout, 1000);
+        for (i, line) in lines.iter().enumerate().step_by(97) {
+            let e = t.lookup(&normalize(Kind::Ip, &format!("10.3.{}.{}", i / 250, i % 250), false).unwrap()).unwrap();
+            assert_eq!(t.row_json(e), line.as_str());
         }
     }
 
