@@ -378,7 +378,7 @@ fn enrich_line<'a, 't>(
     want_enriched: bool,
     events: &mut Events<'a>,
 ) -> Result<AlertResult<'t>, String> {
-    let text = std::str::from_utf8(line).map_err(|e| format!("not UTF-8 text: {e}"))?;
+    let text = crate::json::utf8(line).map_err(|e| format!("not UTF-8 text: {e}"))?;
     // The id as the reference prints it (`str(alert["id"])`).
     let id = match AlertLine::parse(text, events)? {
         Some(Scalar::Str(s)) => s.into_owned(),

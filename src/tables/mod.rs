@@ -1000,7 +1000,7 @@ fn parse_anomali_row<'a>(
     }
     // One UTF-8 check for the whole line is faster than serde_json's check of each string, and it
     // also covers the members we skip, which are carried into the output as they are.
-    let text = std::str::from_utf8(line).map_err(|e| (RejectReason::InvalidJson, format!("not UTF-8 text: {e}")))?;
+    let text = crate::json::utf8(line).map_err(|e| (RejectReason::InvalidJson, format!("not UTF-8 text: {e}")))?;
     // Rows a template reads are stored by it; the members are for rows the general scanner read.
     out.members.clear();
     let row = match out.templates.row(text).or_else(|| {
@@ -1099,7 +1099,7 @@ fn parse_anomali_row<'a>(
 
 /// The layout of a table's first row, where a template can serve it.
 fn first_layout(line: &[u8]) -> Option<template::Template> {
-    let text = std::str::from_utf8(line).ok()?;
+    let text = crate::json::utf8(line).ok()?;
     AnomaliRow::scan(text, &mut Vec::new())?;
     template::Template::learn(text, role)
 }
