@@ -402,11 +402,6 @@ fn enrich_line<'a, 't>(
             enriched.push(s);
         }
     }
-    Ok(AlertResult {
-        rows: tsv_rows(&id, &e, tables, selectors),
-        lookups: e.lookups,
-        skipped: e.skipped_total,
-        events: events.len(),
-        enriched,
-    })
+    let (lookups, skipped) = (e.lookups, e.skipped_total);
+    Ok(AlertResult { rows: tsv_rows(&id, e, tables, selectors), lookups, skipped, events: events.len(), enriched })
 }

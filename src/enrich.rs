@@ -573,7 +573,7 @@ fn gather<'a>(
 /// The normalized value as printed in `p_match` and the TSV.
 pub fn shown(key: &Key<'_>) -> String {
     match key {
-        Key::Ip(ip) => ip.to_string(),
+        Key::Ip(ip) => ip.text(),
         Key::Net(n) => format!("{n:?}"),
         Key::Text(_, t) => t.to_string(),
     }
@@ -600,17 +600,17 @@ impl TsvRow<'_> {
 }
 
 /// The TSV rows of one alert's enrichment.
-pub fn tsv_rows<'t>(alert_id: &str, e: &Enrichment, tables: &'t [Table], selectors: &'t Selectors) -> Vec<TsvRow<'t>> {
+pub fn tsv_rows<'t>(alert_id: &str, e: Enrichment, tables: &'t [Table], selectors: &'t Selectors) -> Vec<TsvRow<'t>> {
     let alert_id: std::sync::Arc<str> = alert_id.into();
     let winners: Vec<(usize, EntryId)> = e.matches.iter().map(|m| (m.table, m.entry)).collect();
     e.matches
-        .iter()
+        .into_iter()
         .zip(Table::entry_ids(tables, &winners))
         .map(|(m, entry_id)| TsvRow {
             alert_id: alert_id.clone(),
             event: m.event,
             field: &selectors.get(m.selector).field,
-            value: m.value.clone(),
+            value: m.value,
             entry_id,
         })
         .collect()
@@ -749,7 +749,7 @@ mod tests {
         let p: serde_json::Value = serde_json::from_str(&e.p_enrichment(0, &tables, &sel)).unwrap();
         assert_eq!(p["a"]["p_any_ip_addresses"][0]["id"], "1");
         assert_eq!(p["b"]["p_any_ip_addresses"][0]["value"], "1.1.0.0/16");
-        let mut rows = tsv_rows("A1", &e, &tables, &sel);
+        let mut rows = tsv_rows("A1", e.clone(), &tables, &sel);
         sort_tsv(&mut rows);
         let mut out = Vec::new();
         rows.iter().for_each(|r| r.write_to(&mut out));

@@ -77,10 +77,52 @@ pub enum Ip {
 impl fmt::Display for Ip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Ip::V4(a) => write!(f, "{}.{}.{}.{}", a >> 24, (a >> 16) & 0xff, (a >> 8) & 0xff, a & 0xff),
+            Ip::V4(a) => {
+                let mut buf = [0u8; 15];
+                let n = write_ipv4(a, &mut buf);
+                // Digits and dots only.
+                f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
+            }
             Ip::V6(a) => fmt_ipv6(a, f),
         }
     }
+}
+
+impl Ip {
+    /// The address as text, as `Display` writes it; for IPv4 without the formatting machinery (every
+    /// match prints its value, and a large table has tens of thousands of IPv4 matches a run).
+    pub fn text(&self) -> String {
+        match *self {
+            Ip::V4(a) => {
+                let mut buf = [0u8; 15];
+                let n = write_ipv4(a, &mut buf);
+                buf[..n].iter().map(|&c| char::from(c)).collect()
+            }
+            Ip::V6(_) => self.to_string(),
+        }
+    }
+}
+
+/// Writes `a` as a dotted quad into `buf`; the length written.
+fn write_ipv4(a: u32, buf: &mut [u8; 15]) -> usize {
+    let mut n = 0;
+    for (k, octet) in a.to_be_bytes().into_iter().enumerate() {
+        if k > 0 {
+            buf[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            buf[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            buf[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        buf[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    n
 }
 
 /// A CIDR network with its host bits cleared. `start`/`end` are inclusive bounds in the address
@@ -696,6 +738,16 @@ mod tests {
             parse_ipv6("2001:db8:54a7:3f63:700:957a:64c6:c3db"),
             Some(0x2001_0db8_54a7_3f63_0700_957a_64c6_c3db)
         );
+    }
+
+    #[test]
+    fn ipv4_prints_as_a_dotted_quad_without_leading_zeros() {
+        let octets = [0u32, 1, 9, 10, 11, 99, 100, 101, 199, 200, 249, 250, 255];
+        for a in octets.iter().flat_map(|&x| octets.iter().map(move |&y| (x << 24) | (y << 16) | (y << 8) | x)) {
+            let plain = format!("{}.{}.{}.{}", a >> 24, (a >> 16) & 0xff, (a >> 8) & 0xff, a & 0xff);
+            assert_eq!(Ip::V4(a).text(), plain);
+            assert_eq!(Ip::V4(a).to_string(), plain);
+        }
     }
 
     #[test]

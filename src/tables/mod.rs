@@ -438,7 +438,7 @@ impl Table {
     }
 
     fn id_text(&self, span: Span) -> &str {
-        std::str::from_utf8(self.index.entries.text(span)).unwrap_or("")
+        std::str::from_utf8(self.index.entries.in_keys(span)).unwrap_or("")
     }
 }
 
@@ -475,25 +475,29 @@ fn earliest(a: Option<NaiveDateTime>, b: Option<NaiveDateTime>) -> Option<NaiveD
 }
 
 impl IndexBuilder {
-    /// Adds an eligible csv or list row with the bytes built for it: its JSON object, id and
-    /// `modified_ts`, kept together in the last row block (a new block past 1 GiB).
+    /// Adds an eligible csv or list row with the bytes built for it: its JSON object and
+    /// `modified_ts` in the last row block, its id in the last key block (new blocks past 1 GiB).
     fn add_built(&mut self, p: Parsed, [row, id, modified]: [&[u8]; 3], clock: &mut Clock) {
-        let need = row.len() + id.len() + modified.len();
-        if self.entries.rows.last().is_none_or(|b| b.len() + need > 1 << 30) {
-            self.entries.rows.push(Vec::new());
+        // A block's offsets are 32-bit; a row, its keys and id are far below 1 GiB (`MAX_ROW_BYTES`).
+        let full = |b: Option<&Vec<u8>>| b.is_none_or(|b| b.len() > 1 << 30);
+        if full(self.entries.rows.last()) || full(self.entries.keys.last()) {
+            self.entries.new_block();
         }
         let block = self.entries.rows.len() - 1;
-        let buf = &mut self.entries.rows[block];
-        let at = ((block as u64) << 32) | buf.len() as u64;
-        for b in [row, id, modified] {
-            buf.extend_from_slice(b);
-        }
+        let rows = &mut self.entries.rows[block];
+        let at = ((block as u64) << 32) | rows.len() as u64;
+        rows.extend_from_slice(row);
+        rows.extend_from_slice(modified);
+        let keys = &mut self.entries.keys[block];
+        let id_off = keys.len() as u32;
+        keys.extend_from_slice(id);
         let e = self.push_entry(Entry {
             at,
             row_len: row.len() as u32,
+            shape: VERBATIM,
+            id_off,
             id_len: id.len() as u32,
             modified_len: modified.len() as u32,
-            shape: VERBATIM,
             id_num: p.id_num,
             confidence: p.confidence,
         });
@@ -545,6 +549,7 @@ fn load_anomali(
             keys.push((b.entries.list.len() as EntryId, batch.keys));
             b.entries.list.extend_from_slice(&batch.entries);
             b.entries.rows.push(batch.block);
+            b.entries.keys.push(batch.key_block);
         }
         b.insert_batches(&keys);
     };
@@ -608,8 +613,10 @@ fn load_anomali(
 /// What one parallel task made of its rows, in file order.
 #[derive(Default)]
 struct Batch {
-    /// The eligible rows' bytes (each row, then its id and `modified_ts` texts), then their text keys.
+    /// The eligible rows' bytes, each row followed by its `modified_ts` text.
     block: Vec<u8>,
+    /// Their ids and normalized text keys.
+    key_block: Vec<u8>,
     /// The eligible rows; their keys' entry numbers count from the first of them.
     entries: Vec<Entry>,
     keys: ShardedKeys,
@@ -642,7 +649,12 @@ fn parse_chunk(chunk: &Chunk, known: &Known, now: NaiveDateTime, first_block: u6
         .map(|(i, lines)| {
             let block = Vec::with_capacity(lines.iter().map(|(_, l)| l.len()).sum::<usize>() * 3 / 4);
             let mut out = BatchOut {
-                batch: Batch { block, entries: Vec::with_capacity(lines.len()), ..Batch::default() },
+                batch: Batch {
+                    block,
+                    key_block: Vec::with_capacity(lines.len() * 32),
+                    entries: Vec::with_capacity(lines.len()),
+                    ..Batch::default()
+                },
                 block_index: first_block + i as u64,
                 hint: ShapeHint::default(),
                 members: Vec::with_capacity(32),
@@ -1076,21 +1088,24 @@ fn parse_anomali_row<'a>(
             r
         }
     };
-    // The id and `modified_ts` texts follow the row, where `Entry` looks for them.
-    batch.block.extend_from_slice(id.as_bytes());
+    // The `modified_ts` text follows the row, and the id goes to the key block, where `Entry`
+    // looks for them.
     batch.block.extend_from_slice(modified);
+    let id_off = batch.key_block.len() as u32;
+    batch.key_block.extend_from_slice(id.as_bytes());
     let entry = batch.entries.len() as EntryId;
     batch.entries.push(Entry {
         at: (out.block_index << 32) | u64::from(r.off),
         row_len: r.len,
+        shape: r.shape,
+        id_off,
         id_len: id.len() as u32,
         modified_len: modified.len() as u32,
-        shape: r.shape,
         id_num,
         confidence,
     });
     for k in &keys {
-        batch.keys.push(k, entry, &mut batch.block, out.block_index);
+        batch.keys.push(k, entry, &mut batch.key_block, out.block_index);
     }
     batch.eligible += 1;
     batch.earliest_expiry = earliest(batch.earliest_expiry, expires);
