@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::IgnoredAny;
+use smallvec::SmallVec;
 
 use crate::indicator::{normalize, Invalid, Key, Kind};
 use crate::json::scan::{self, Scanner};
@@ -108,34 +109,66 @@ impl Selectors {
     }
 
     /// The selectors whose path starts with the member `key`.
-    fn starting_with<'s>(&'s self, key: &'s str) -> impl Iterator<Item = (usize, &'s Selector)> + 's {
-        self.list.iter().enumerate().filter(move |(_, s)| scan::same_name(&s.path[0], key))
+    fn starting_with(&self, key: &str) -> SmallVec<[usize; 4]> {
+        self.list.iter().enumerate().filter(|(_, s)| scan::same_name(&s.path[0], key)).map(|(i, _)| i).collect()
     }
 }
 
 /// The member names an alert scan keeps: the first segment of every selector's path, and
-/// `p_log_type`. Every other member is validated and passed over, never stored.
+/// `p_log_type` where a selector is for one log type. Every other member is validated and passed
+/// over, never stored. A kept member carries the number of its name, so that `enrich` finds its
+/// selectors without comparing names again.
 #[derive(Debug, Clone)]
 pub struct KeptKeys {
     /// A bit per name length (63 for any longer), so most names are turned away without a compare.
     lengths: u64,
     names: Vec<Box<str>>,
+    /// Per name, the selectors whose path starts with it.
+    selectors: Vec<SmallVec<[usize; 4]>>,
+    /// The first segment of every selector, in order: which selectors these are for.
+    heads: Vec<Box<str>>,
+    /// Whether some names have no number (more than 254).
+    overflow: bool,
 }
+
+/// A member whose name is not a kept one's (or was not read by a kept scan).
+const NO_HEAD: u8 = u8::MAX;
 
 impl KeptKeys {
     fn new(selectors: &Selectors) -> KeptKeys {
-        let mut k = KeptKeys { lengths: 0, names: Vec::new() };
-        for name in selectors.list.iter().map(|s| s.path[0].as_str()).chain(["p_log_type"]) {
-            if !k.names.iter().any(|n| **n == *name) {
-                k.lengths |= 1 << name.len().min(63);
+        let heads: Vec<Box<str>> = selectors.list.iter().map(|s| s.path[0].as_str().into()).collect();
+        let by_log_type = selectors.list.iter().any(|s| s.log_type.is_some()).then_some("p_log_type");
+        let mut k = KeptKeys { lengths: 0, names: Vec::new(), selectors: Vec::new(), heads, overflow: false };
+        for name in selectors.list.iter().map(|s| s.path[0].as_str()).chain(by_log_type) {
+            k.lengths |= 1 << name.len().min(63);
+            // Past 254 names, members are matched to selectors by name in `enrich`.
+            if k.names.len() == usize::from(NO_HEAD) {
+                k.overflow = true;
+            } else if !k.names.iter().any(|n| **n == *name) {
+                k.selectors.push(selectors.starting_with(name));
                 k.names.push(name.into());
             }
         }
         k
     }
 
-    fn wants(&self, name: &str) -> bool {
-        self.lengths >> name.len().min(63) & 1 == 1 && self.names.iter().any(|n| scan::same_name(n, name))
+    /// Whether the scan keeps a member of this name, and the name's number where it has one.
+    fn wants(&self, name: &str) -> Option<u8> {
+        if self.lengths >> name.len().min(63) & 1 == 0 {
+            return None;
+        }
+        match self.names.iter().position(|n| scan::same_name(n, name)) {
+            Some(i) => Some(i as u8),
+            // More selector names than numbers: kept, and matched by name later.
+            None if self.overflow => Some(NO_HEAD),
+            None => None,
+        }
+    }
+
+    /// Whether these are the kept keys of `selectors`.
+    fn built_for(&self, selectors: &Selectors) -> bool {
+        self.heads.len() == selectors.list.len()
+            && self.heads.iter().zip(&selectors.list).all(|(h, s)| **h == *s.path[0])
     }
 }
 
@@ -146,6 +179,8 @@ struct Member<'a> {
     key: Cow<'a, str>,
     raw: &'a str,
     list: Option<(u32, u32)>,
+    /// The number of its name among the kept keys, or `NO_HEAD`.
+    head: u8,
 }
 
 /// The events of one alert, read one level deep: each member keeps its raw JSON text, parsed further
@@ -191,7 +226,7 @@ impl<'a> Events<'a> {
         let fast = json.trim_start().starts_with('{')
             && scan::walk_object(json, |sc, k, d| {
                 let raw = sc.value(d)?;
-                members.push(Member { key: k.decoded(), raw, list: None });
+                members.push(Member { key: k.decoded(), raw, list: None, head: NO_HEAD });
                 Some(())
             })
             .is_some();
@@ -202,7 +237,12 @@ impl<'a> Events<'a> {
         self.members.truncate(start);
         if json.trim_start().starts_with('{') {
             let obj = Object::parse(json)?;
-            self.members.extend(obj.members.into_iter().map(|(key, raw)| Member { key, raw, list: None }));
+            self.members.extend(obj.members.into_iter().map(|(key, raw)| Member {
+                key,
+                raw,
+                list: None,
+                head: NO_HEAD,
+            }));
             self.close(start);
         } else {
             serde_json::from_str::<IgnoredAny>(json)?;
@@ -221,13 +261,19 @@ impl<'a> Events<'a> {
                 let (members, elements, kept) = (&mut self.members, &mut self.elements, &self.kept);
                 sc.object(d + 1, |sc, k, d| {
                     let key = k.decoded();
-                    if kept.as_ref().is_some_and(|kept| !kept.wants(&key)) {
-                        sc.value(d)?;
-                        return Some(());
-                    }
+                    let head = match kept {
+                        Some(kept) => match kept.wants(&key) {
+                            Some(head) => head,
+                            None => {
+                                sc.value(d)?;
+                                return Some(());
+                            }
+                        },
+                        None => NO_HEAD,
+                    };
                     if !sc.at_array() {
                         let raw = sc.value(d)?;
-                        members.push(Member { key, raw, list: None });
+                        members.push(Member { key, raw, list: None, head });
                         return Some(());
                     }
                     let first = elements.len() as u32;
@@ -237,7 +283,7 @@ impl<'a> Events<'a> {
                             None => Scalar::read(raw),
                         })
                     })?;
-                    members.push(Member { key, raw, list: Some((first, elements.len() as u32)) });
+                    members.push(Member { key, raw, list: Some((first, elements.len() as u32)), head });
                     Some(())
                 })?;
                 self.close(start);
@@ -438,16 +484,30 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
     let mut out = Enrichment::default();
     // Sized for every value the scan read in passing, so that it does not grow again and again.
     let mut probes: Vec<Probe> = Vec::with_capacity(events.elements.len() + events.len());
+    // A kept scan numbered each member's name; trusted only for the selectors it was made for.
+    let kept = events.kept.as_ref().filter(|k| k.built_for(selectors));
     for ei in 0..events.len() {
         let Some(ev) = events.event(ei) else {
             out.skip(ei, None, "", SkipReason::EventNotAnObject);
             continue;
         };
-        let log_type = ev.log_type();
+        // Read only where a selector is for one log type.
+        let mut log_type = None;
         // One pass over the members, each dispatched to the selectors that start with its key.
         for (mi, m) in ev.members.iter().enumerate() {
-            for (si, sel) in selectors.starting_with(&m.key) {
-                if sel.log_type.is_some() && sel.log_type.as_deref() != log_type.as_deref() {
+            let by_name;
+            let heads = match kept.and_then(|k| k.selectors.get(usize::from(m.head))) {
+                Some(heads) => heads,
+                None => {
+                    by_name = selectors.starting_with(&m.key);
+                    &by_name
+                }
+            };
+            for &si in heads {
+                let sel = selectors.get(si);
+                if sel.log_type.is_some()
+                    && sel.log_type.as_deref() != log_type.get_or_insert_with(|| ev.log_type()).as_deref()
+                {
                     continue;
                 }
                 // A repeated key: the last one is the event's value, as JSON parsers read it.
@@ -878,5 +938,28 @@ mod tests {
         );
         let skipped: Vec<String> = fast.skipped.iter().map(|s| format!("{}:{}", s.event, s.value)).collect();
         assert_eq!(skipped, vec!["1:U64(7)", "1:bad", "4:"], "null is no value; 4 is not an object");
+    }
+
+    #[test]
+    fn a_scan_for_hundreds_of_selectors_still_finds_each_ones_member() {
+        // More first path segments than a kept member can number: the rest are matched by name.
+        let tables = [table("intel", &[("1.2.3.4", "ip", 80), ("5.6.7.8", "ip", 70)])];
+        let sel = Selectors::new((0..300).map(|i| Selector::new(None, &format!("f{i}"), Kind::Ip).unwrap()).collect());
+        let events_json = [r#"{"f3":"1.2.3.4","f299":"5.6.7.8","g299":"5.6.7.8","f2999":"1.2.3.4"}"#];
+        let list = format!("[{}]", events_json.join(","));
+        let fast = enrich(&scanned(&list, &sel), &tables, &sel);
+        assert_eq!(fast, enrich(&events(&events_json), &tables, &sel));
+        assert_eq!(found(&fast, &tables, &sel), vec!["0:f3:1.2.3.4=1", "0:f299:5.6.7.8=2"]);
+        // A scan made for other selectors is not trusted to number this one's members.
+        let other = Selectors::new(vec![Selector::new(None, "g299", Kind::Ip).unwrap()]);
+        let mut ev = Events::for_selectors(&other);
+        let wrapped = format!(r#"{{"events":{list}}}"#);
+        scan::walk_object(&wrapped, |sc, _, d| ev.scan_list(sc, d)).unwrap();
+        // Its member g299 is numbered 0 there; here selector 0 is f3, which it must not be read as.
+        let reordered = Selectors::new(vec![
+            Selector::new(None, "f3", Kind::Ip).unwrap(),
+            Selector::new(None, "g299", Kind::Ip).unwrap(),
+        ]);
+        assert_eq!(found(&enrich(&ev, &tables, &reordered), &tables, &reordered), vec!["0:g299:5.6.7.8=2"]);
     }
 }
