@@ -637,7 +637,7 @@ struct Known {
 
 /// Rows per parallel task: enough that its block of row bytes is a few hundred KiB, few enough that
 /// a chunk makes several tasks for the cores to share.
-const BATCH_ROWS: usize = 1024;
+const BATCH_ROWS: usize = 512;
 
 /// Parses the non-blank lines of a chunk in parallel, keeping file order. Batch `i` writes what it
 /// keeps to what will be row block `first_block + i`.
