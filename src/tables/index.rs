@@ -23,8 +23,8 @@ use super::template::Template;
 use crate::indicator::{Ip, Key, Kind, Net};
 
 /// One eligible table row, as compact as the output needs it: where its bytes are, and the three
-/// fields the winner rule reads. The row's bytes are followed in its row block by its `modified_ts`
-/// text; its id's text is in the key block of the same number.
+/// fields the winner rule reads. Its `modified_ts` text is in its row block (among a stored row's
+/// holes, or after the row); its id's text is in the key block of the same number.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
     /// The block (high 32 bits) and the row's offset in its row block (low 32 bits).
@@ -34,6 +34,8 @@ pub struct Entry {
     pub shape: u32,
     pub id_off: u32,
     pub id_len: u32,
+    /// Where `modified_ts` is, from the row's start.
+    pub modified_off: u32,
     pub modified_len: u32,
     pub id_num: i64,
     pub confidence: i64,
@@ -47,7 +49,7 @@ impl Entry {
 
     /// The `modified_ts` text, in the row blocks.
     pub fn modified(&self) -> Span {
-        Span { off: self.at + u64::from(self.row_len), len: self.modified_len }
+        Span { off: self.at + u64::from(self.modified_off), len: self.modified_len }
     }
 
     /// The id's text, in the key blocks.
@@ -730,6 +732,7 @@ mod tests {
                 shape: VERBATIM,
                 id_off: 0,
                 id_len: 0,
+                modified_off: 0,
                 modified_len: modified.len() as u32,
                 id_num: *id_num,
                 confidence: *confidence,

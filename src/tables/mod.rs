@@ -497,6 +497,7 @@ impl IndexBuilder {
             shape: VERBATIM,
             id_off,
             id_len: id.len() as u32,
+            modified_off: row.len() as u32,
             modified_len: modified.len() as u32,
             id_num: p.id_num,
             confidence: p.confidence,
@@ -635,8 +636,8 @@ struct Known {
     layouts: Layouts,
 }
 
-/// Rows per parallel task: enough that its block of row bytes is a few hundred KiB, few enough that
-/// a chunk makes several tasks for the cores to share.
+/// Rows per parallel task: enough that its block of row bytes is about a hundred KiB, few enough
+/// that a chunk makes several tasks for the cores to share.
 const BATCH_ROWS: usize = 512;
 
 /// Parses the non-blank lines of a chunk in parallel, keeping file order. Batch `i` writes what it
@@ -1074,23 +1075,34 @@ fn parse_anomali_row<'a>(
         _ => b"",
     };
     let batch = &mut out.batch;
-    let r = match out.templates.layout() {
+    let (r, modified_in_row) = match out.templates.layout() {
         Some((t, layout)) => {
             let off = batch.block.len();
-            t.store(text, &out.templates.holes, &mut batch.block);
-            RowLoc { off: off as u32, len: (batch.block.len() - off) as u32, shape: LAYOUT | layout }
+            let holes = &out.templates.holes;
+            t.store(text, holes, &mut batch.block);
+            // A string `modified_ts` is one of the holes just stored: the entry points at it.
+            let modified_at = match t.role(ROLE_MODIFIED) {
+                Some(template::RoleAt::Hole(k)) if t.is_string(k) => Some(t.stored_offset(holes, k)),
+                _ => None,
+            };
+            (RowLoc { off: off as u32, len: (batch.block.len() - off) as u32, shape: LAYOUT | layout }, modified_at)
         }
         None => {
             let (r, new_shape) = place_row(line, &out.members, &known.shapes, &mut batch.block, &mut out.hint);
             if new_shape.is_some() {
                 batch.new_shape = new_shape;
             }
-            r
+            (r, None)
         }
     };
-    // The `modified_ts` text follows the row, and the id goes to the key block, where `Entry`
-    // looks for them.
-    batch.block.extend_from_slice(modified);
+    // Elsewhere the `modified_ts` text follows the row; the id goes to the key block.
+    let modified_off = match modified_in_row {
+        Some(at) => at as u32,
+        None => {
+            batch.block.extend_from_slice(modified);
+            r.len
+        }
+    };
     let id_off = batch.key_block.len() as u32;
     batch.key_block.extend_from_slice(id.as_bytes());
     let entry = batch.entries.len() as EntryId;
@@ -1100,6 +1112,7 @@ fn parse_anomali_row<'a>(
         shape: r.shape,
         id_off,
         id_len: id.len() as u32,
+        modified_off,
         modified_len: modified.len() as u32,
         id_num,
         confidence,

@@ -289,6 +289,11 @@ impl Template {
         false
     }
 
+    /// Where hole `k` of a row this template read starts among the bytes `store` writes for it.
+    pub fn stored_offset(&self, holes: &Holes, k: u32) -> usize {
+        holes.spans[..k as usize].iter().map(|(s, e)| (e - s) as usize + 1).sum()
+    }
+
     /// Appends a row this template read, as its holes each followed by `"` (which no hole holds).
     pub fn store(&self, line: &str, holes: &Holes, block: &mut Vec<u8>) {
         const W: usize = 32;
@@ -379,6 +384,10 @@ mod tests {
         let mut block = b"before".to_vec();
         t.store(line, &holes, &mut block);
         assert_eq!(t.rebuild(&block[6..]).as_deref(), Some(line.as_bytes()), "stored and rebuilt");
+        for k in 0..holes.spans.len() as u32 {
+            let at = 6 + t.stored_offset(&holes, k);
+            assert_eq!(&block[at..at + holes.get(line, k).len()], holes.get(line, k).as_bytes(), "hole {k} as stored");
+        }
         Some((0..ROLES as u8).map(|r| t.role(r).map(|at| t.raw(line, &holes, at))).collect())
     }
 
