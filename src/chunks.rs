@@ -147,72 +147,46 @@ where
     })
 }
 
-/// Runs `work` over the chunks of `source` on `workers` threads, each taking the next chunk as
-/// soon as it is done with the last, so that no worker waits for another until the file is done
-/// (splitting each chunk among the workers instead leaves one idle at the end of every chunk).
-/// What the chunks gave comes back in file order. At most `workers` chunks wait to be taken, and
-/// their buffers are read into again.
+/// Runs `work` over the chunks of `source` on rayon's threads, each chunk whole, taken by whichever
+/// thread is free (splitting each chunk among the threads instead leaves one idle at the end of every
+/// chunk). The calling thread reads, at most `ahead` chunks ahead of the work, into buffers the work
+/// gives back; it starts no thread of its own. What the chunks gave comes back in file order.
 pub fn map_chunks<R, T>(
     source: R,
     chunk_size: usize,
-    workers: usize,
+    ahead: usize,
     work: impl Fn(&Chunk) -> T + Sync,
 ) -> std::io::Result<Vec<T>>
 where
-    R: Read + Send,
+    R: Read,
     T: Send,
 {
-    let workers = workers.max(1);
-    let (tx, rx) = std::sync::mpsc::sync_channel(workers);
-    // The next chunk and its place in the file, taken under the lock by whichever worker is free.
-    let next = std::sync::Mutex::new((0usize, rx));
-    std::thread::scope(|scope| {
-        let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
-        scope.spawn(move || {
-            let mut reader = ChunkReader::with_chunk_size(source, chunk_size);
-            loop {
-                let item = reader.next_chunk(returned.try_recv().ok());
-                let stop = !matches!(item, Ok(Some(_)));
-                if tx.send(item).is_err() || stop {
-                    break;
-                }
-            }
-        });
-        let (next, work) = (&next, &work);
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                let give_back = give_back.clone();
-                scope.spawn(move || -> std::io::Result<Vec<(usize, T)>> {
-                    let mut done = Vec::new();
-                    loop {
-                        let (at, item) = {
-                            let mut next = next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                            next.0 += 1;
-                            (next.0 - 1, next.1.recv())
-                        };
-                        match item {
-                            Ok(Ok(Some(chunk))) => {
-                                done.push((at, work(&chunk)));
-                                // The reader may have finished; then the buffer is simply dropped.
-                                let _ = give_back.send(chunk.bytes);
-                            }
-                            Ok(Err(e)) => return Err(e),
-                            Ok(Ok(None)) | Err(_) => return Ok(done),
-                        }
-                    }
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for h in handles {
-            match h.join() {
-                Ok(done) => all.extend(done?),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+    let ahead = ahead.max(1);
+    let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
+    let done = std::sync::Mutex::new(Vec::new());
+    let mut reader = ChunkReader::with_chunk_size(source, chunk_size);
+    rayon::in_place_scope(|scope| -> std::io::Result<()> {
+        let (done, work) = (&done, &work);
+        // Buffers handed to the work and not yet taken back.
+        let mut out = 0;
+        for at in 0.. {
+            let back = if out >= ahead { returned.recv().ok() } else { returned.try_recv().ok() };
+            out -= usize::from(back.is_some());
+            let Some(chunk) = reader.next_chunk(back)? else { return Ok(()) };
+            out += 1;
+            let give_back = give_back.clone();
+            scope.spawn(move |_| {
+                let t = work(&chunk);
+                // The reading may have stopped; then the buffer is simply dropped.
+                let _ = give_back.send(chunk.bytes);
+                done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((at, t));
+            });
         }
-        all.sort_unstable_by_key(|(at, _)| *at);
-        Ok(all.into_iter().map(|(_, t)| t).collect())
-    })
+        Ok(())
+    })?;
+    let mut all = done.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    all.sort_unstable_by_key(|(at, _)| *at);
+    Ok(all.into_iter().map(|(_, t)| t).collect())
 }
 
 /// The non-blank lines of a chunk, trimmed, each with its line number.
@@ -265,8 +239,8 @@ mod tests {
     fn chunks_shared_among_workers_come_back_in_file_order() {
         let input: String = (1..=50_000).map(|i| format!("line {i}\n")).collect();
         let one_by_one = all(input.as_bytes(), 997);
-        for workers in [1, 2, 5] {
-            let got = map_chunks(input.as_bytes(), 997, workers, |c| {
+        for ahead in [1, 2, 5] {
+            let got = map_chunks(input.as_bytes(), 997, ahead, |c| {
                 // Uneven work, so that the workers finish their chunks out of order.
                 if c.first_line % 3 == 0 {
                     std::thread::sleep(std::time::Duration::from_micros(200));
@@ -275,7 +249,7 @@ mod tests {
             })
             .unwrap();
             assert!(got.len() > 500, "{} chunks", got.len());
-            assert_eq!(got.concat(), one_by_one, "{workers} workers");
+            assert_eq!(got.concat(), one_by_one, "{ahead} chunks ahead");
         }
     }
 

@@ -209,26 +209,39 @@ struct Totals<'t> {
 }
 
 impl<'t> Totals<'t> {
-    fn add(&mut self, results: Vec<Result<AlertResult<'t>, String>>) {
-        for r in results {
-            match r {
-                Ok(r) => {
-                    self.alerts += 1;
-                    self.lookups += r.lookups;
-                    self.skipped += r.skipped;
-                    self.events += r.events;
-                    self.rows.extend(r.rows);
-                    self.enriched.extend(r.enriched);
-                }
-                Err(e) => self.bad_alerts.push(e),
+    /// Adds what one alert line produced (its TSV rows are already in `rows`).
+    fn add(&mut self, r: Result<AlertResult, String>) {
+        match r {
+            Ok(r) => {
+                self.alerts += 1;
+                self.lookups += r.lookups;
+                self.skipped += r.skipped;
+                self.events += r.events;
+                self.enriched.extend(r.enriched);
             }
+            Err(e) => self.bad_alerts.push(e),
         }
+    }
+
+    /// Adds up the totals of consecutive parts of the file, in order.
+    fn merge(parts: Vec<Totals<'t>>) -> Totals<'t> {
+        let mut all =
+            Totals { rows: Vec::with_capacity(parts.iter().map(|p| p.rows.len()).sum()), ..Totals::default() };
+        for mut p in parts {
+            all.rows.append(&mut p.rows);
+            all.lookups += p.lookups;
+            all.skipped += p.skipped;
+            all.alerts += p.alerts;
+            all.events += p.events;
+            all.bad_alerts.append(&mut p.bad_alerts);
+            all.enriched.append(&mut p.enriched);
+        }
+        all
     }
 }
 
-/// What one alert line produced.
-struct AlertResult<'t> {
-    rows: Vec<TsvRow<'t>>,
+/// What one alert line produced, besides its TSV rows.
+struct AlertResult {
     lookups: u64,
     skipped: u64,
     events: usize,
@@ -254,22 +267,17 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
     let want_enriched = a.enriched.is_some();
     let file =
         std::fs::File::open(&a.alerts).with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
-    let per_chunk = crate::chunks::map_chunks(file, ALERT_CHUNK, rayon::current_num_threads(), |chunk| {
+    let per_chunk = crate::chunks::map_chunks(file, ALERT_CHUNK, rayon::current_num_threads() + 1, |chunk| {
         let mut events = Events::for_selectors(&selectors);
-        crate::chunks::lines(chunk)
-            .into_iter()
-            .map(|(n, line)| {
-                enrich_line(line, &tables, &selectors, want_enriched, &mut events)
-                    .map_err(|e| format!("{}:{n}: {e}", a.alerts.display()))
-            })
-            .collect::<Vec<_>>()
+        let mut totals = Totals::default();
+        for (n, line) in crate::chunks::lines(chunk) {
+            let r = enrich_line(line, &tables, &selectors, want_enriched, &mut events, &mut totals.rows);
+            totals.add(r.map_err(|e| format!("{}:{n}: {e}", a.alerts.display())));
+        }
+        totals
     })
     .with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
-    let mut totals = Totals::default();
-    for results in per_chunk {
-        totals.add(results);
-    }
-    let Totals { mut rows, lookups, skipped, alerts, events, bad_alerts, enriched } = totals;
+    let Totals { mut rows, lookups, skipped, alerts, events, bad_alerts, enriched } = Totals::merge(per_chunk);
     // The reference stops its clock before it sorts; so does this.
     let match_s = match_started.elapsed().as_secs_f64();
     sort_tsv(&mut rows);
@@ -381,7 +389,8 @@ fn enrich_line<'a, 't>(
     selectors: &'t Selectors,
     want_enriched: bool,
     events: &mut Events<'a>,
-) -> Result<AlertResult<'t>, String> {
+    rows: &mut Vec<TsvRow<'t>>,
+) -> Result<AlertResult, String> {
     let text = crate::json::utf8(line).map_err(|e| format!("not UTF-8 text: {e}"))?;
     // The id as the reference prints it (`str(alert["id"])`).
     let id = match AlertLine::parse(text, events)? {
@@ -407,5 +416,6 @@ fn enrich_line<'a, 't>(
         }
     }
     let (lookups, skipped) = (e.lookups, e.skipped_total);
-    Ok(AlertResult { rows: tsv_rows(&id, e, tables, selectors), lookups, skipped, events: events.len(), enriched })
+    tsv_rows(&id, e, tables, selectors, rows);
+    Ok(AlertResult { lookups, skipped, events: events.len(), enriched })
 }

@@ -659,21 +659,23 @@ impl TsvRow<'_> {
     }
 }
 
-/// The TSV rows of one alert's enrichment.
-pub fn tsv_rows<'t>(alert_id: &str, e: Enrichment, tables: &'t [Table], selectors: &'t Selectors) -> Vec<TsvRow<'t>> {
+/// Appends the TSV rows of one alert's enrichment to `out`.
+pub fn tsv_rows<'t>(
+    alert_id: &str,
+    e: Enrichment,
+    tables: &'t [Table],
+    selectors: &'t Selectors,
+    out: &mut Vec<TsvRow<'t>>,
+) {
     let alert_id: std::sync::Arc<str> = alert_id.into();
     let winners: Vec<(usize, EntryId)> = e.matches.iter().map(|m| (m.table, m.entry)).collect();
-    e.matches
-        .into_iter()
-        .zip(Table::entry_ids(tables, &winners))
-        .map(|(m, entry_id)| TsvRow {
-            alert_id: alert_id.clone(),
-            event: m.event,
-            field: &selectors.get(m.selector).field,
-            value: m.value,
-            entry_id,
-        })
-        .collect()
+    out.extend(e.matches.into_iter().zip(Table::entry_ids(tables, &winners)).map(|(m, entry_id)| TsvRow {
+        alert_id: alert_id.clone(),
+        event: m.event,
+        field: &selectors.get(m.selector).field,
+        value: m.value,
+        entry_id,
+    }));
 }
 
 /// Sorts as ENRICHMENT.md says (bytewise, the event index as a number) and drops repeats.
@@ -809,7 +811,8 @@ mod tests {
         let p: serde_json::Value = serde_json::from_str(&e.p_enrichment(0, &tables, &sel)).unwrap();
         assert_eq!(p["a"]["p_any_ip_addresses"][0]["id"], "1");
         assert_eq!(p["b"]["p_any_ip_addresses"][0]["value"], "1.1.0.0/16");
-        let mut rows = tsv_rows("A1", e.clone(), &tables, &sel);
+        let mut rows = Vec::new();
+        tsv_rows("A1", e.clone(), &tables, &sel, &mut rows);
         sort_tsv(&mut rows);
         let mut out = Vec::new();
         rows.iter().for_each(|r| r.write_to(&mut out));
