@@ -25,7 +25,7 @@ pub fn load(spec: &TableSpec, bytes: &[u8]) -> Option<Table> {
     let rejected = r.rejected_total();
     assert!(rejected <= r.rows, "{rejected} rejected of {} rows", r.rows);
     assert!(r.eligible <= r.rows - rejected, "{} eligible of {} accepted", r.eligible, r.rows - rejected);
-    assert_eq!(t.index.entries.list.len() as u64, r.eligible, "one index entry per eligible row");
+    assert_eq!(t.index.entries.len() as u64, r.eligible, "one index entry per eligible row");
     assert_eq!(r.examples.len() as u64, rejected.min(5), "the first five rejections are kept");
     assert_eq!(r.bytes, bytes.len() as u64);
     let last_line = bytes.iter().filter(|b| **b == b'\n').count() as u64 + 1;
@@ -45,7 +45,7 @@ pub fn load(spec: &TableSpec, bytes: &[u8]) -> Option<Table> {
 
 /// Every entry of the table, with its row as the table gives it back.
 pub fn rows(t: &Table) -> impl Iterator<Item = (u32, String)> + '_ {
-    (0..t.index.entries.list.len() as u32).map(|e| (e, t.row_json(e).into_owned()))
+    t.index.entries.iter().map(|(e, _)| (e, t.row_json(e).into_owned()))
 }
 
 /// Asserts that `value`, a table key of `kind` that was accepted at load, finds a row.

@@ -86,8 +86,12 @@ pub type Shapes = Vec<Shape>;
 /// At most this many shapes are kept; rows of further shapes are stored verbatim.
 const MAX_SHAPES: usize = 256;
 
-/// An entry's index in `Index::entries`.
+/// An entry's number: its segment in `Entries` (high bits) and its place there (low `SEGMENT_BITS`).
 pub type EntryId = u32;
+
+/// A segment of entries holds at most `1 << SEGMENT_BITS`: a batch of parsed rows, whose entries
+/// become a segment as they are (no copy into one long list, which a load made on one core).
+pub const SEGMENT_BITS: u32 = 10;
 
 /// How many shards the exact keys are spread over: enough tasks to keep every core busy however
 /// unevenly a batch's keys fall, few enough that each shard's tables stay large.
@@ -151,7 +155,8 @@ struct Segment {
 /// Entries and the bytes they point into; the winner rule compares through it.
 #[derive(Debug, Default)]
 pub struct Entries {
-    pub list: Vec<Entry>,
+    /// The entries, in segments (see [`SEGMENT_BITS`]).
+    segments: Vec<Vec<Entry>>,
     /// Row blocks: each eligible row (verbatim or compact) with its `modified_ts` text.
     pub rows: Vec<Vec<u8>>,
     /// Key blocks, one beside each row block: the ids and normalized text keys of its rows. A
@@ -169,6 +174,34 @@ fn in_blocks(blocks: &[Vec<u8>], s: Span) -> &[u8] {
 }
 
 impl Entries {
+    pub fn get(&self, id: EntryId) -> &Entry {
+        &self.segments[(id >> SEGMENT_BITS) as usize][(id & ((1 << SEGMENT_BITS) - 1)) as usize]
+    }
+
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        self.segments.iter().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.iter().all(Vec::is_empty)
+    }
+
+    /// Every entry with its id.
+    pub fn iter(&self) -> impl Iterator<Item = (EntryId, &Entry)> {
+        self.segments
+            .iter()
+            .enumerate()
+            .flat_map(|(s, seg)| seg.iter().enumerate().map(move |(i, e)| (((s as u32) << SEGMENT_BITS) | i as u32, e)))
+    }
+
+    /// Adds a segment of at most `1 << SEGMENT_BITS` entries; the id of its first.
+    pub fn push_segment(&mut self, segment: Vec<Entry>) -> EntryId {
+        debug_assert!(segment.len() <= 1 << SEGMENT_BITS);
+        self.segments.push(segment);
+        ((self.segments.len() - 1) as u32) << SEGMENT_BITS
+    }
+
     /// The bytes a span of the row blocks covers.
     pub fn in_rows(&self, s: Span) -> &[u8] {
         in_blocks(&self.rows, s)
@@ -232,7 +265,7 @@ impl Entries {
     /// ENRICHMENT.md's rule: higher confidence, then the newer `modified_ts` (as text), then the lower
     /// numeric id. True where `a` beats `b`; an exact tie keeps the one seen first.
     pub fn better(&self, a: EntryId, b: EntryId) -> bool {
-        let (x, y) = (&self.list[a as usize], &self.list[b as usize]);
+        let (x, y) = (self.get(a), self.get(b));
         if x.confidence != y.confidence {
             return x.confidence > y.confidence;
         }
@@ -410,19 +443,22 @@ impl Default for IndexBuilder {
 
 impl IndexBuilder {
     pub fn push_entry(&mut self, e: Entry) -> EntryId {
-        let id = self.entries.list.len() as EntryId;
-        self.entries.list.push(e);
-        id
+        let segments = &mut self.entries.segments;
+        if segments.last().is_none_or(|s| s.len() == 1 << SEGMENT_BITS) {
+            segments.push(Vec::new());
+        }
+        let s = segments.len() - 1;
+        segments[s].push(e);
+        ((s as u32) << SEGMENT_BITS) | (segments[s].len() - 1) as u32
     }
 
-    /// Sizes the entry list and every table for `factor` times the `entries` and `keys` of a first
-    /// part of the file, so that they are not rehashed again and again as the rest loads.
-    pub fn reserve_for<'k>(&mut self, entries: usize, keys: impl Iterator<Item = &'k ShardedKeys>, factor: f64) {
+    /// Sizes every table for `factor` times the `keys` of a first part of the file, so that they are
+    /// not rehashed again and again as the rest loads.
+    pub fn reserve_for<'k>(&mut self, keys: impl Iterator<Item = &'k ShardedKeys>, factor: f64) {
         if !(1.5..1e6).contains(&factor) {
             return;
         }
         let scaled = |n: usize| (n as f64 * factor) as usize;
-        self.entries.list.reserve(scaled(entries));
         // Per shard: IPv4, IPv6, then the text slots.
         let mut counts = vec![[0usize; 6]; SHARDS];
         for k in keys {
@@ -710,7 +746,7 @@ impl Index {
     }
 
     pub fn entry(&self, id: EntryId) -> &Entry {
-        &self.entries.list[id as usize]
+        self.entries.get(id)
     }
 }
 

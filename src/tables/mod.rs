@@ -547,8 +547,7 @@ fn load_anomali(
         for batch in batches {
             report.absorb(batch.rows, batch.eligible, batch.rejections);
             clock.earliest_expiry = earliest(clock.earliest_expiry, batch.earliest_expiry);
-            keys.push((b.entries.list.len() as EntryId, batch.keys));
-            b.entries.list.extend_from_slice(&batch.entries);
+            keys.push((b.entries.push_segment(batch.entries), batch.keys));
             b.entries.rows.push(batch.block);
             b.entries.keys.push(batch.key_block);
         }
@@ -591,8 +590,7 @@ fn load_anomali(
         if first {
             // Sized from what the first chunk held, rather than rehashed again and again as they grow.
             let factor = size_hint as f64 / chunk.bytes.len().max(1) as f64;
-            let entries = batches.iter().map(|b| b.entries.len()).sum();
-            b.reserve_for(entries, batches.iter().map(|b| &b.keys), factor);
+            b.reserve_for(batches.iter().map(|b| &b.keys), factor);
         }
         first = false;
         if let Some(err) = report.wrong_format(spec, false) {
@@ -637,8 +635,9 @@ struct Known {
 }
 
 /// Rows per parallel task: enough that its block of row bytes is about a hundred KiB, few enough
-/// that a chunk makes several tasks for the cores to share.
+/// that a chunk makes several tasks for the cores to share. A batch's entries are one segment.
 const BATCH_ROWS: usize = 512;
+const _: () = assert!(BATCH_ROWS <= 1 << index::SEGMENT_BITS);
 
 /// Parses the non-blank lines of a chunk in parallel, keeping file order. Batch `i` writes what it
 /// keeps to what will be row block `first_block + i`.
@@ -1638,15 +1637,15 @@ mod tests {
         let (index, report, _) =
             load_anomali_chunked(&spec(Format::Anomali), std::io::Cursor::new(body), size, clock, 4096).unwrap();
         let t = Table { spec: spec(Format::Anomali), index: Arc::new(index), report, valid_until: None };
-        let compact = t.index.entries.list.iter().filter(|e| e.shape != VERBATIM).count();
+        let compact = t.index.entries.iter().filter(|(_, e)| e.shape != VERBATIM).count();
         assert!(compact > 2000, "only {compact} of 3000 rows stored compactly");
         // Rows no template reads (escapes, a layout the batch has not learned yet) go to the
         // general scanner and are stored by shape.
         assert!(t.index.entries.shapes.len() >= 2, "{} shapes", t.index.entries.shapes.len());
         // Both compact forms are in use: a layout's holes (rows a template read) and a shape's
         // values (rows with escapes, which only the general scanner reads).
-        let by_layout = t.index.entries.list.iter().filter(|e| e.shape != VERBATIM && e.shape & LAYOUT != 0).count();
-        let by_shape = t.index.entries.list.iter().filter(|e| e.shape & LAYOUT == 0).count();
+        let by_layout = t.index.entries.iter().filter(|(_, e)| e.shape != VERBATIM && e.shape & LAYOUT != 0).count();
+        let by_shape = t.index.entries.iter().filter(|(_, e)| e.shape & LAYOUT == 0).count();
         assert!(by_layout > 1500 && by_shape > 300, "{by_layout} rows by layout, {by_shape} by shape");
         for (i, line) in lines.iter().enumerate() {
             let ip = format!("10.2.{}.{}", i / 250, i % 250);
@@ -1662,7 +1661,7 @@ mod tests {
         let lines: Vec<String> =
             (0..1000).map(|i| row(i + 1, &format!("10.3.{}.{}", i / 250, i % 250), "ip", 9, "active", "")).collect();
         let t = anomali(&lines.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-        let by_layout = t.index.entries.list.iter().filter(|e| e.shape != VERBATIM && e.shape & LAYOUT != 0).count();
+        let by_layout = t.index.entries.iter().filter(|(_, e)| e.shape != VERBATIM && e.shape & LAYOUT != 0).count();
         assert_eq!(by_layout, 1000);
         for (i, line) in lines.iter().enumerate().step_by(97) {
             let e = t.lookup(&normalize(Kind::Ip, &format!("10.3.{}.{}", i / 250, i % 250), false).unwrap()).unwrap();
