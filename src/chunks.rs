@@ -116,7 +116,9 @@ impl<R: Read> ChunkReader<R> {
 pub type Recycle<'a> = &'a (dyn Fn(Vec<u8>) + Sync);
 
 /// Runs `consume` over the chunks of `source`, read on a thread of its own at most two chunks ahead.
-/// `consume` may give buffers back through its `Recycle`. When it returns early the reader stops too.
+/// `consume` gives buffers back through its `Recycle` once done with a chunk: the reader keeps at
+/// most three, so a consumer that holds on to two chunks waits for the third. When it returns early
+/// the reader stops too.
 pub fn read_in_background<R, T>(
     source: R,
     chunk_size: usize,
@@ -126,12 +128,18 @@ where
     R: Read + Send,
 {
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(2);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
         scope.spawn(move || {
             let mut reader = ChunkReader::with_chunk_size(source, chunk_size);
+            // Fresh buffers cost a page fault a page on the machines measured: past three (one being
+            // consumed, one waiting, one being read) the reader waits for one back, or for the
+            // consumer to be gone.
+            let mut buffers = 0;
             loop {
-                let item = reader.next_chunk(returned.try_recv().ok());
+                let back = if buffers >= 3 { returned.recv().ok() } else { returned.try_recv().ok() };
+                buffers += usize::from(back.is_none());
+                let item = reader.next_chunk(back);
                 let stop = !matches!(item, Ok(Some(_)));
                 if tx.send(item).is_err() || stop {
                     break;
