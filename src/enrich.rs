@@ -14,7 +14,7 @@ use smallvec::SmallVec;
 use crate::indicator::{normalize, Invalid, Key, Kind};
 use crate::json::scan::{self, Scanner};
 use crate::json::{write_str_literal, Object, Scalar, Values};
-use crate::tables::{key_hash, EntryId, Table};
+use crate::tables::{key_hash, Candidate, EntryId, Table};
 
 /// The `p_any_*` fields Panther fills for every log type: the default selectors.
 pub const DEFAULT_SELECTORS: [(&str, Kind); 6] = [
@@ -542,34 +542,30 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
                 .fold(0u64, |m, (ti, t)| m | (u64::from(ti >= 64 || t.may_match_hashed(&p.key, p.hash)) << ti.min(63)))
         })
         .collect();
-    let mut event_start = (usize::MAX, 0);
-    for (p, mask) in probes.iter().zip(maybe) {
-        if mask == 0 {
-            continue;
+    // Then the few are looked up in two passes: the first finds each one's candidate (a text key's by
+    // its hash alone, its text fetched ahead), the second confirms them in the same order, so that
+    // the cache misses of an alert's lookups overlap rather than follow one another.
+    let mut found: Vec<(usize, usize, Candidate)> = Vec::new();
+    for (pi, (p, mask)) in probes.iter().zip(maybe).enumerate() {
+        for (ti, table) in tables.iter().enumerate() {
+            if mask & (1 << ti.min(63)) != 0 {
+                found.extend(table.candidate(&p.key, p.hash).map(|c| (pi, ti, c)));
+            }
         }
+    }
+    let mut event_start = (usize::MAX, 0);
+    for (pi, ti, candidate) in found {
+        let p = &probes[pi];
         if event_start.0 != p.event {
             event_start = (p.event, out.matches.len());
         }
-        for (ti, table) in tables.iter().enumerate() {
-            if mask & (1 << ti.min(63)) == 0 {
-                continue;
-            }
-            if let Some(entry) = table.lookup_hashed(&p.key, p.hash) {
-                let value = shown(&p.key);
-                let dup = out.matches[event_start.1..]
-                    .iter()
-                    .any(|m| m.selector == p.selector && m.table == ti && m.value == value && m.entry == entry);
-                if !dup {
-                    out.matches.push(Match {
-                        event: p.event,
-                        selector: p.selector,
-                        table: ti,
-                        value,
-                        entry,
-                        list: p.list,
-                    });
-                }
-            }
+        let Some(entry) = tables[ti].confirm(candidate, &p.key, p.hash) else { continue };
+        let value = shown(&p.key);
+        let dup = out.matches[event_start.1..]
+            .iter()
+            .any(|m| m.selector == p.selector && m.table == ti && m.value == value && m.entry == entry);
+        if !dup {
+            out.matches.push(Match { event: p.event, selector: p.selector, table: ti, value, entry, list: p.list });
         }
     }
     out

@@ -676,6 +676,25 @@ impl TextFilter {
     }
 }
 
+/// A text key's entry found by the key's hash alone, to be confirmed by its text.
+#[derive(Debug, Clone, Copy)]
+pub struct TextCandidate {
+    span: Span,
+    entry: EntryId,
+}
+
+/// Asks the processor to fetch the start of `bytes` into its cache; it never faults.
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing the program sees and cannot fault, whatever the address; SSE
+    // (which it needs) is part of x86_64 itself.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(bytes.as_ptr().cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 /// A built table index. It answers for the `now` it was built with: eligibility was decided then.
 #[derive(Debug)]
 pub struct Index {
@@ -722,6 +741,24 @@ impl Index {
             }
         }
         best
+    }
+
+    /// The entry filed under a text key's hash, if any, with the key's text fetched into the cache
+    /// ahead of `confirm_text`. (Subdomain matching takes `lookup_text`.)
+    pub fn text_candidate(&self, kind: Kind, hash: u64) -> Option<TextCandidate> {
+        let e = self.shards[shard_of(hash)].text[text_slot(kind)].find(hash, |e| e.hash == hash)?;
+        prefetch(self.entries.in_keys(e.span()));
+        Some(TextCandidate { span: e.span(), entry: e.entry })
+    }
+
+    /// The winner for a text key whose candidate `text_candidate` found: its entry where the texts
+    /// agree; where they do not (two keys of one hash), the lookup proper decides.
+    pub fn confirm_text(&self, c: TextCandidate, kind: Kind, key: &str, hash: u64) -> Option<EntryId> {
+        if self.entries.in_keys(c.span) == key.as_bytes() {
+            Some(c.entry)
+        } else {
+            self.lookup_text(kind, key, hash, false)
+        }
     }
 
     /// False where `key` is surely not in the table (one memory access, no false "false"): callers
@@ -781,6 +818,38 @@ mod tests {
     fn winner(ix: &Index, ip: &str) -> Option<i64> {
         let key = normalize(Kind::Ip, ip, false).unwrap();
         ix.lookup(&key, key_hash(&key), false).map(|e| ix.entry(e).id_num)
+    }
+
+    #[test]
+    fn a_text_candidate_counts_only_once_its_text_agrees() {
+        let mut b = IndexBuilder::default();
+        b.entries.new_block();
+        let mut add = |text: &str, id: i64| {
+            let e = b.push_entry(Entry {
+                at: 0,
+                row_len: 0,
+                shape: VERBATIM,
+                id_off: 0,
+                id_len: 0,
+                modified_off: 0,
+                modified_len: 0,
+                id_num: id,
+                confidence: 50,
+            });
+            b.insert(normalize(Kind::Domain, text, true).unwrap(), e);
+        };
+        add("a.example", 1);
+        add("b.example", 2);
+        let ix = b.finish();
+        let hash = |t: &str| key_hash(&normalize(Kind::Domain, t, false).unwrap());
+        let (a, bb) = (hash("a.example"), hash("b.example"));
+        let winner = |e: Option<EntryId>| e.map(|e| ix.entry(e).id_num);
+        let ca = ix.text_candidate(Kind::Domain, a).unwrap();
+        assert_eq!(winner(ix.confirm_text(ca, Kind::Domain, "a.example", a)), Some(1));
+        // As if b.example's hash had found a.example's entry: the text decides, by the lookup proper.
+        assert_eq!(winner(ix.confirm_text(ca, Kind::Domain, "b.example", bb)), Some(2));
+        assert_eq!(winner(ix.confirm_text(ca, Kind::Domain, "c.example", hash("c.example"))), None);
+        assert!(ix.text_candidate(Kind::Email, a).is_none(), "another kind's table");
     }
 
     #[test]

@@ -29,7 +29,16 @@ use crate::chunks::{self, Chunk};
 use crate::indicator::{normalize, Key, Kind, ROW_TYPES};
 use crate::json::{scan, Scalar, Values};
 use index::Layouts;
-pub use index::{key_hash, Entry, EntryId, Index, IndexBuilder, Shape, Shapes, ShardedKeys, Span, LAYOUT, VERBATIM};
+pub use index::{
+    key_hash, Entry, EntryId, Index, IndexBuilder, Shape, Shapes, ShardedKeys, Span, TextCandidate, LAYOUT, VERBATIM,
+};
+
+/// What the first half of a lookup found (see [`Table::candidate`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Candidate {
+    Entry(EntryId),
+    Text(TextCandidate),
+}
 pub use refresh::{refresh_loop, RefreshReport, TableSet};
 
 /// How a table file is laid out.
@@ -417,6 +426,26 @@ impl Table {
     /// `lookup` for a key whose `key_hash` is known.
     pub fn lookup_hashed(&self, key: &Key<'_>, hash: u64) -> Option<EntryId> {
         self.index.lookup(key, hash, self.spec.match_subdomains)
+    }
+
+    /// The first half of `lookup_hashed`, for a batch of keys: a winner, or for a text key the entry
+    /// filed under its hash with its text fetched ahead, which `confirm` then compares.
+    pub fn candidate(&self, key: &Key<'_>, hash: u64) -> Option<Candidate> {
+        match key {
+            Key::Text(kind, _) if !(self.spec.match_subdomains && *kind == Kind::Domain) => {
+                self.index.text_candidate(*kind, hash).map(Candidate::Text)
+            }
+            _ => self.lookup_hashed(key, hash).map(Candidate::Entry),
+        }
+    }
+
+    /// The second half of `lookup_hashed`: the winner `candidate` found, once its text is confirmed.
+    pub fn confirm(&self, c: Candidate, key: &Key<'_>, hash: u64) -> Option<EntryId> {
+        match (c, key) {
+            (Candidate::Entry(e), _) => Some(e),
+            (Candidate::Text(t), Key::Text(kind, text)) => self.index.confirm_text(t, *kind, text, hash),
+            (Candidate::Text(_), _) => None,
+        }
     }
 
     /// The winning row's JSON object, as it was in the table (csv and list rows as built at load).
