@@ -60,12 +60,10 @@ pub enum RoleAt {
     Raw(Place, Place),
 }
 
-/// Where the holes of a row read by a template lie, as (start, end) byte offsets, in order; and how
-/// many bytes `store` writes for them.
+/// Where the holes of a row read by a template lie, as (start, end) byte offsets, in order.
 #[derive(Debug, Default)]
 pub struct Holes {
     spans: Vec<(u32, u32)>,
-    stored: usize,
 }
 
 impl Holes {
@@ -90,6 +88,8 @@ impl Holes {
 struct Words {
     words: [u64; 4],
     masks: [u64; 4],
+    /// Whether the fixed bytes fit the window's first half (most do), which alone is then compared.
+    short: bool,
 }
 
 impl Words {
@@ -103,19 +103,23 @@ impl Words {
             w.words[i / 8] |= u64::from(c) << (8 * (i % 8));
             w.masks[i / 8] |= 0xff << (8 * (i % 8));
         }
+        w.short = lit.len() <= 16;
         Some(w)
     }
 
     /// Whether `window` starts with the fixed bytes.
     #[inline]
     fn starts(&self, window: &[u8; 32]) -> bool {
-        let mut diff = 0;
-        for k in 0..4 {
+        let word = |k: usize| {
             let mut w = [0u8; 8];
             w.copy_from_slice(&window[8 * k..8 * k + 8]);
-            diff |= (u64::from_le_bytes(w) ^ self.words[k]) & self.masks[k];
+            (u64::from_le_bytes(w) ^ self.words[k]) & self.masks[k]
+        };
+        if self.short {
+            word(0) | word(1) == 0
+        } else {
+            word(0) | word(1) | word(2) | word(3) == 0
         }
-        diff == 0
     }
 }
 
@@ -259,7 +263,6 @@ impl Template {
         const W: usize = 32;
         let b = line.as_bytes();
         holes.spans.clear();
-        holes.stored = 0;
         let mut i = 0;
         for (step, words) in self.steps.iter().zip(&self.words) {
             let len = step.len as usize;
@@ -284,7 +287,6 @@ impl Template {
                 Hole::End => return i == b.len(),
             };
             holes.spans.push((start as u32, i as u32));
-            holes.stored += i - start + 1;
         }
         false
     }
@@ -302,7 +304,8 @@ impl Template {
         // Room for a whole window past the last hole: most holes are short, and a copy of a fixed
         // 32 bytes (then overwritten past the hole) is two vector moves where a copy of the
         // hole's length is a call to memcpy.
-        block.resize(base + holes.stored + W, 0);
+        let stored: usize = holes.spans.iter().map(|(s, e)| (e - s) as usize + 1).sum();
+        block.resize(base + stored + W, 0);
         let out = &mut block[base..];
         let mut at = 0;
         for &(s, e) in &holes.spans {
