@@ -486,8 +486,9 @@ struct Parsed {
     id_num: i64,
 }
 
-/// Where an Anomali row's bytes went in its batch block: verbatim, or as the array of its values
-/// with the shape (key list) that rebuilds it.
+/// Where an Anomali row's bytes went in its batch block: verbatim, as the array of its values with
+/// the shape (key list) that rebuilds it, or as its holes with the layout (`LAYOUT` | its number)
+/// that rebuilds it.
 #[derive(Clone, Copy, Default)]
 struct RowLoc {
     off: u32,
@@ -570,7 +571,8 @@ fn load_anomali(
     let mut b = IndexBuilder::default();
     let mut report = LoadReport::default();
     let now = clock.now;
-    // The serial part is short (counts, appending entries); the keys go in on every core.
+    // The serial part is short (counts; entries and blocks moved in whole); the keys go in on every
+    // core.
     let absorb = |b: &mut IndexBuilder, report: &mut LoadReport, clock: &mut Clock, batches: Vec<Batch>| {
         let mut keys = Vec::with_capacity(batches.len());
         for batch in batches {
@@ -591,7 +593,8 @@ fn load_anomali(
                 chunk.bytes.drain(..3);
             }
             // The first row's layout, learned before the parse, serves the first chunk's rows.
-            if let Some(t) = chunks::lines(&chunk).first().and_then(|(_, l)| first_layout(l)) {
+            let first_line = chunk.bytes.split(|c| *c == b'\n').map(<[u8]>::trim_ascii).find(|l| !l.is_empty());
+            if let Some(t) = first_line.and_then(first_layout) {
                 b.entries.intern_layout(Arc::new(t));
             }
         }
