@@ -78,8 +78,7 @@ impl fmt::Display for Ip {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             Ip::V4(a) => {
-                let mut buf = [0u8; 15];
-                let n = write_ipv4(a, &mut buf);
+                let (buf, n) = ipv4_text(a);
                 // Digits and dots only.
                 f.write_str(std::str::from_utf8(&buf[..n]).unwrap_or_default())
             }
@@ -94,8 +93,7 @@ impl Ip {
     pub fn text(&self) -> String {
         match *self {
             Ip::V4(a) => {
-                let mut buf = [0u8; 15];
-                let n = write_ipv4(a, &mut buf);
+                let (buf, n) = ipv4_text(a);
                 buf[..n].iter().map(|&c| char::from(c)).collect()
             }
             Ip::V6(_) => self.to_string(),
@@ -103,8 +101,9 @@ impl Ip {
     }
 }
 
-/// Writes `a` as a dotted quad into `buf`; the length written.
-fn write_ipv4(a: u32, buf: &mut [u8; 15]) -> usize {
+/// `a` as a dotted quad: the bytes, and how many of them there are.
+fn ipv4_text(a: u32) -> ([u8; 15], usize) {
+    let mut buf = [0u8; 15];
     let mut n = 0;
     for (k, octet) in a.to_be_bytes().into_iter().enumerate() {
         if k > 0 {
@@ -122,7 +121,7 @@ fn write_ipv4(a: u32, buf: &mut [u8; 15]) -> usize {
         buf[n] = b'0' + octet % 10;
         n += 1;
     }
-    n
+    (buf, n)
 }
 
 /// A CIDR network with its host bits cleared. `start`/`end` are inclusive bounds in the address

@@ -56,6 +56,12 @@ impl Entry {
     pub fn id(&self) -> Span {
         Span { off: (self.at & !0xffff_ffff) | u64::from(self.id_off), len: self.id_len }
     }
+
+    /// The layout the row is stored by, where it is stored as its holes (`VERBATIM` has the
+    /// `LAYOUT` bit too, and is none).
+    pub fn layout(&self) -> Option<u32> {
+        (self.shape != VERBATIM && self.shape & LAYOUT != 0).then_some(self.shape & !LAYOUT)
+    }
 }
 
 /// A byte range in the row blocks or the key blocks: the block in the high 32 bits of `off`, the
@@ -221,8 +227,8 @@ impl Entries {
 
     /// The entry's row as the table wrote it, rebuilt from its shape where it was stored compactly.
     pub fn row_json(&self, e: &Entry) -> std::borrow::Cow<'_, str> {
-        if e.shape != VERBATIM && e.shape & LAYOUT != 0 {
-            let rebuilt = self.layouts.get((e.shape & !LAYOUT) as usize).and_then(|t| t.rebuild(self.in_rows(e.row())));
+        if let Some(layout) = e.layout() {
+            let rebuilt = self.layouts.get(layout as usize).and_then(|t| t.rebuild(self.in_rows(e.row())));
             // Rows were validated as UTF-8 JSON when loaded, and a layout gives them back whole.
             return rebuilt.and_then(|r| String::from_utf8(r).ok()).unwrap_or_else(|| "{}".into()).into();
         }
@@ -293,7 +299,7 @@ impl Entries {
 }
 
 /// A text key: its hash (so that neither a probe nor a rehash reads the text of a different key)
-/// and where its normalized text lies in the row blocks.
+/// and where its normalized text lies in the key blocks.
 #[derive(Debug, Clone, Copy)]
 struct TextKey {
     hash: u64,
@@ -317,7 +323,7 @@ pub struct Pending {
     key: PendingKey,
 }
 
-/// A key as the index files it: text keys already copied into the row blocks.
+/// A key as the index files it: text keys already copied into the key blocks.
 #[derive(Debug, Clone, Copy)]
 enum PendingKey {
     V4(u32),

@@ -1676,7 +1676,7 @@ mod tests {
         assert!(t.index.entries.shapes.len() >= 2, "{} shapes", t.index.entries.shapes.len());
         // Both compact forms are in use: a layout's holes (rows a template read) and a shape's
         // values (rows with escapes, which only the general scanner reads).
-        let by_layout = t.index.entries.iter().filter(|(_, e)| e.shape != VERBATIM && e.shape & LAYOUT != 0).count();
+        let by_layout = t.index.entries.iter().filter(|(_, e)| e.layout().is_some()).count();
         let by_shape = t.index.entries.iter().filter(|(_, e)| e.shape & LAYOUT == 0).count();
         assert!(by_layout > 1500 && by_shape > 300, "{by_layout} rows by layout, {by_shape} by shape");
         for (i, line) in lines.iter().enumerate() {
@@ -1693,7 +1693,7 @@ mod tests {
         let lines: Vec<String> =
             (0..1000).map(|i| row(i + 1, &format!("10.3.{}.{}", i / 250, i % 250), "ip", 9, "active", "")).collect();
         let t = anomali(&lines.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-        let by_layout = t.index.entries.iter().filter(|(_, e)| e.shape != VERBATIM && e.shape & LAYOUT != 0).count();
+        let by_layout = t.index.entries.iter().filter(|(_, e)| e.layout().is_some()).count();
         assert_eq!(by_layout, 1000);
         for (i, line) in lines.iter().enumerate().step_by(97) {
             let e = t.lookup(&normalize(Kind::Ip, &format!("10.3.{}.{}", i / 250, i % 250), false).unwrap()).unwrap();

@@ -291,7 +291,8 @@ impl Template {
         false
     }
 
-    /// Where hole `k` of a row this template read starts among the bytes `store` writes for it.
+    /// Where hole `k` of a row this template read starts among the bytes `store` writes for it (with
+    /// `k` the number of holes: how many bytes it writes).
     pub fn stored_offset(&self, holes: &Holes, k: u32) -> usize {
         holes.spans[..k as usize].iter().map(|(s, e)| (e - s) as usize + 1).sum()
     }
@@ -304,8 +305,7 @@ impl Template {
         // Room for a whole window past the last hole: most holes are short, and a copy of a fixed
         // 32 bytes (then overwritten past the hole) is two vector moves where a copy of the
         // hole's length is a call to memcpy.
-        let stored: usize = holes.spans.iter().map(|(s, e)| (e - s) as usize + 1).sum();
-        block.resize(base + stored + W, 0);
+        block.resize(base + self.stored_offset(holes, holes.spans.len() as u32) + W, 0);
         let out = &mut block[base..];
         let mut at = 0;
         for &(s, e) in &holes.spans {
