@@ -486,7 +486,15 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
     let mut probes: Vec<Probe> = Vec::with_capacity(events.elements.len() + events.len());
     // A kept scan numbered each member's name; trusted only for the selectors it was made for.
     let kept = events.kept.as_ref().filter(|k| k.built_for(selectors));
+    let mut prefetched = 0;
     for ei in 0..events.len() {
+        // The filter words of the event before's keys are fetched while this one is read.
+        for p in &probes[prefetched..] {
+            for t in tables {
+                t.prefetch_filter(&p.key, p.hash);
+            }
+        }
+        prefetched = probes.len();
         let Some(ev) = events.event(ei) else {
             out.skip(ei, None, "", SkipReason::EventNotAnObject);
             continue;

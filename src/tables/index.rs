@@ -689,16 +689,16 @@ pub struct TextCandidate {
     entry: EntryId,
 }
 
-/// Asks the processor to fetch the start of `bytes` into its cache; it never faults.
-fn prefetch(bytes: &[u8]) {
+/// Asks the processor to fetch the start of `what` into its cache; it never faults.
+fn prefetch<T: ?Sized>(what: &T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch reads nothing the program sees and cannot fault, whatever the address; SSE
     // (which it needs) is part of x86_64 itself.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(bytes.as_ptr().cast());
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(std::ptr::from_ref(what).cast());
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
+    let _ = what;
 }
 
 /// A built table index. It answers for the `now` it was built with: eligibility was decided then.
@@ -776,6 +776,25 @@ impl Index {
             Key::Ip(Ip::V6(_)) | Key::Net(_) => true,
             Key::Text(Kind::Domain, _) if subdomains => true,
             Key::Text(..) => self.filters[shard_of(hash)].may_hold(hash),
+        }
+    }
+
+    /// Fetches into the cache the filter word `may_match` will read for `key`, so that a batch of
+    /// keys prefetched while later ones are still being read finds its words there.
+    pub fn prefetch_filter(&self, key: &Key<'_>, hash: u64) {
+        match key {
+            Key::Ip(Ip::V4(a)) => {
+                if let Some(w) = self.blocks4.0.get((*a >> 14) as usize) {
+                    prefetch(w);
+                }
+            }
+            Key::Text(..) => {
+                let f = &self.filters[shard_of(hash)];
+                if let Some(w) = f.bits.get(((hash & f.mask) >> 6) as usize) {
+                    prefetch(w);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -423,6 +423,13 @@ impl Table {
         self.index.may_match(key, hash, self.spec.match_subdomains)
     }
 
+    /// Fetches ahead what `may_match_hashed` will read for this key.
+    pub fn prefetch_filter(&self, key: &Key<'_>, hash: u64) {
+        if !(self.spec.match_subdomains && matches!(key, Key::Text(Kind::Domain, _))) {
+            self.index.prefetch_filter(key, hash);
+        }
+    }
+
     /// `lookup` for a key whose `key_hash` is known.
     pub fn lookup_hashed(&self, key: &Key<'_>, hash: u64) -> Option<EntryId> {
         self.index.lookup(key, hash, self.spec.match_subdomains)
