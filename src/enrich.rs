@@ -492,6 +492,7 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
         for p in &probes[prefetched..] {
             for t in tables {
                 t.prefetch_filter(&p.key, p.hash);
+                t.prefetch_candidate(&p.key, p.hash);
             }
         }
         prefetched = probes.len();
@@ -540,7 +541,8 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
         }
     }
     // Every key is first tested against each table's one-access filter, in a loop of independent
-    // loads so that their cache misses overlap; only the few that may match are looked up.
+    // loads so that their cache misses overlap; only the few that may match are looked up, and the
+    // first slot each will read is fetched ahead.
     let maybe: Vec<u64> = probes
         .iter()
         .map(|p| {

@@ -19,6 +19,7 @@ use ahash::RandomState;
 use hashbrown::hash_table::{Entry as Slot, HashTable};
 use rayon::prelude::*;
 
+use super::probe_table::{ProbeTable, TextKey, V4Key};
 use super::template::Template;
 use crate::indicator::{Ip, Key, Kind, Net};
 
@@ -298,22 +299,6 @@ impl Entries {
     }
 }
 
-/// A text key: its hash (so that neither a probe nor a rehash reads the text of a different key)
-/// and where its normalized text lies in the key blocks.
-#[derive(Debug, Clone, Copy)]
-struct TextKey {
-    hash: u64,
-    at: u64,
-    len: u32,
-    entry: EntryId,
-}
-
-impl TextKey {
-    fn span(&self) -> Span {
-        Span { off: self.at, len: self.len }
-    }
-}
-
 /// A key read from a row, waiting for its shard: its hash, and the row's entry (numbered within its
 /// batch until the batch is absorbed).
 #[derive(Debug, Clone, Copy)]
@@ -369,11 +354,11 @@ fn pending_key(key: &Key<'_>, block: &mut Vec<u8>, block_index: u64) -> (u64, Pe
 /// The exact keys whose hash picks this shard.
 #[derive(Debug, Default)]
 struct Shard {
-    v4: HashTable<(u32, EntryId)>,
+    v4: ProbeTable<V4Key>,
     v6: HashTable<(u128, EntryId)>,
     nets: HashTable<(Net, EntryId)>,
     /// Per text slot (domains, emails, hashes, urls).
-    text: [HashTable<TextKey>; 4],
+    text: [ProbeTable<TextKey>; 4],
 }
 
 /// What a hash table holds for a key: the key and its winning entry.
@@ -384,12 +369,6 @@ trait Filed {
 impl<K> Filed for (K, EntryId) {
     fn winner(&mut self) -> &mut EntryId {
         &mut self.1
-    }
-}
-
-impl Filed for TextKey {
-    fn winner(&mut self) -> &mut EntryId {
-        &mut self.entry
     }
 }
 
@@ -418,14 +397,16 @@ fn file<T: Filed>(
 impl Shard {
     fn insert(&mut self, entries: &Entries, hash: u64, key: PendingKey, entry: EntryId) {
         match key {
-            PendingKey::V4(a) => file(&mut self.v4, hash, |e| e.0 == a, |e| hash_v4(e.0), (a, entry), entries),
+            PendingKey::V4(a) => {
+                self.v4.file(hash, V4Key { addr: a, entry }, |e| e.addr == a, |e| hash_v4(e.addr), entries)
+            }
             PendingKey::V6(a) => file(&mut self.v6, hash, |e| e.0 == a, |e| hash_v6(e.0), (a, entry), entries),
             PendingKey::Net(n) => file(&mut self.nets, hash, |e| e.0 == n, |e| hash_net(&e.0), (n, entry), entries),
             PendingKey::Text(slot, span) => {
                 let text = entries.in_keys(span);
                 let new = TextKey { hash, at: span.off, len: span.len, entry };
                 let eq = |e: &TextKey| e.hash == hash && entries.in_keys(e.span()) == text;
-                file(&mut self.text[slot], hash, eq, |e| e.hash, new, entries)
+                self.text[slot].file(hash, new, eq, |e| e.hash, entries)
             }
         }
     }
@@ -481,7 +462,7 @@ impl IndexBuilder {
             }
         }
         self.shards.par_iter_mut().zip(counts).for_each(|(shard, n)| {
-            shard.v4.reserve(scaled(n[0]), |e| hash_v4(e.0));
+            shard.v4.reserve(scaled(n[0]), |e| hash_v4(e.addr));
             shard.v6.reserve(scaled(n[1]), |e| hash_v6(e.0));
             for (t, n) in shard.text.iter_mut().zip(&n[2..]) {
                 t.reserve(scaled(*n), |e| e.hash);
@@ -529,7 +510,7 @@ impl IndexBuilder {
             || {
                 let seg4 = segments(&entries, n4);
                 let seg6 = segments(&entries, n6);
-                let blocks4 = V4Blocks::build(shards.iter().flat_map(|s| s.v4.iter().map(|e| e.0)), &seg4);
+                let blocks4 = V4Blocks::build(shards.iter().flat_map(|s| s.v4.iter().map(|e| e.addr)), &seg4);
                 (Segments4::new(&seg4), seg6, blocks4)
             },
             || shards.par_iter().map(TextFilter::build).collect(),
@@ -663,13 +644,13 @@ struct TextFilter {
 
 impl TextFilter {
     fn build(shard: &Shard) -> TextFilter {
-        let keys: usize = shard.text.iter().map(HashTable::len).sum();
+        let keys: usize = shard.text.iter().map(ProbeTable::len).sum();
         if keys == 0 {
             return TextFilter { bits: Vec::new(), mask: 0 };
         }
         let nbits = (keys * 16).next_power_of_two().clamp(1 << 9, 1 << 30);
         let mut f = TextFilter { bits: vec![0; nbits / 64], mask: nbits as u64 - 1 };
-        for k in shard.text.iter().flat_map(HashTable::iter) {
+        for k in shard.text.iter().flat_map(ProbeTable::iter) {
             let b = k.hash & f.mask;
             f.bits[(b >> 6) as usize] |= 1 << (b & 63);
         }
@@ -720,7 +701,7 @@ impl Index {
         match ip {
             Ip::V4(a) if !self.blocks4.may_hold(a) => None,
             Ip::V4(a) => {
-                let exact = shard.v4.find(hash, |e| e.0 == a).map(|e| e.1);
+                let exact = shard.v4.find(hash, |e| e.addr == a).map(|e| e.entry);
                 self.entries.with_networks(exact, self.seg4.find(a))
             }
             Ip::V6(a) => {
@@ -792,6 +773,24 @@ impl Index {
                 let f = &self.filters[shard_of(hash)];
                 if let Some(w) = f.bits.get(((hash & f.mask) >> 6) as usize) {
                     prefetch(w);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Fetches into the cache the slot a lookup will read first for an IPv4 address or a text key.
+    pub fn prefetch_candidate(&self, key: &Key<'_>, hash: u64) {
+        let shard = &self.shards[shard_of(hash)];
+        match key {
+            Key::Ip(Ip::V4(_)) => {
+                if let Some(slot) = shard.v4.first_slot(hash) {
+                    prefetch(slot);
+                }
+            }
+            Key::Text(kind, _) => {
+                if let Some(slot) = shard.text[text_slot(*kind)].first_slot(hash) {
+                    prefetch(slot);
                 }
             }
             _ => {}

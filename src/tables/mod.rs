@@ -10,6 +10,7 @@
 //! eligible row expires, i.e. when the index must be rebuilt to stay exact.
 
 pub mod index;
+mod probe_table;
 pub mod refresh;
 mod template;
 
@@ -427,6 +428,13 @@ impl Table {
     pub fn prefetch_filter(&self, key: &Key<'_>, hash: u64) {
         if !(self.spec.match_subdomains && matches!(key, Key::Text(Kind::Domain, _))) {
             self.index.prefetch_filter(key, hash);
+        }
+    }
+
+    /// Fetches ahead what `candidate` will read first for a key `may_match_hashed` let through.
+    pub fn prefetch_candidate(&self, key: &Key<'_>, hash: u64) {
+        if !(self.spec.match_subdomains && matches!(key, Key::Text(Kind::Domain, _))) {
+            self.index.prefetch_candidate(key, hash);
         }
     }
 
