@@ -212,6 +212,33 @@ pub fn lines(chunk: &Chunk) -> Vec<(u64, &[u8])> {
     out
 }
 
+/// A run of consecutive lines of one chunk, checked as UTF-8 in one pass: a newline cannot split a
+/// character, so each line of a run of text is text itself, and one check of the run costs less
+/// than one per line.
+pub struct TextRun<'a> {
+    text: &'a str,
+    /// The address of the run's first byte.
+    start: usize,
+}
+
+impl<'a> TextRun<'a> {
+    /// The run from the first to the last of `lines` (as `lines` split them from `chunk`); `None`
+    /// where it is not all UTF-8 (its lines are then checked one by one, which says where).
+    pub fn check(chunk: &'a [u8], lines: &[(u64, &'a [u8])]) -> Option<TextRun<'a>> {
+        let at = |l: &[u8]| (l.as_ptr() as usize).checked_sub(chunk.as_ptr() as usize);
+        let (first, last) = (lines.first()?.1, lines.last()?.1);
+        let (from, to) = (at(first)?, at(last)? + last.len());
+        let text = simdutf8::basic::from_utf8(chunk.get(from..to)?).ok()?;
+        Some(TextRun { text, start: text.as_ptr() as usize })
+    }
+
+    /// `line` (one of the run's lines) as text.
+    pub fn line(&self, line: &[u8]) -> Option<&'a str> {
+        let from = (line.as_ptr() as usize).checked_sub(self.start)?;
+        self.text.get(from..from + line.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +312,19 @@ mod tests {
         let input = format!("a\n{long}\nb\n");
         let got = all(input.as_bytes(), 1000);
         assert_eq!(got, vec![(1, "a".into()), (2, long), (3, "b".into())]);
+    }
+
+    #[test]
+    fn a_run_of_text_gives_each_line_and_a_run_with_a_bad_byte_gives_none() {
+        let c = Chunk { bytes: "  \u{e9}t\u{e9}\n\nna\u{ef}ve \nlast".as_bytes().to_vec(), first_line: 1 };
+        let ls = lines(&c);
+        let run = TextRun::check(&c.bytes, &ls).unwrap();
+        let texts: Vec<&str> = ls.iter().map(|(_, l)| run.line(l).unwrap()).collect();
+        assert_eq!(texts, ["\u{e9}t\u{e9}", "na\u{ef}ve", "last"]);
+        assert!(run.line(b"not one of its lines").is_none());
+        let mut bad = c.bytes.clone();
+        bad[2] = 0xff;
+        let bad = Chunk { bytes: bad, first_line: 1 };
+        assert!(TextRun::check(&bad.bytes, &lines(&bad)).is_none());
     }
 }

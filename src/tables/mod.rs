@@ -707,8 +707,10 @@ fn parse_chunk(chunk: &Chunk, known: &Known, now: NaiveDateTime, first_block: u6
                 members: Vec::with_capacity(32),
                 templates: Templates::knowing(&known.layouts),
             };
+            let run = chunks::TextRun::check(&chunk.bytes, lines);
             for (n, l) in lines {
-                if let Err((reason, detail)) = parse_anomali_row(l, now, known, &mut out) {
+                let text = run.as_ref().and_then(|r| r.line(l));
+                if let Err((reason, detail)) = parse_anomali_row(l, text, now, known, &mut out) {
                     let at = out.batch.rows;
                     out.batch.rejections.push((at, Rejection { line: *n, reason, detail }));
                 }
@@ -1045,8 +1047,10 @@ fn push_value(block: &mut Vec<u8>, line: &[u8], v: &str) {
 }
 
 /// Reads one row; an eligible row goes into the batch with its keys.
+/// `text` is `line` where it is known to be UTF-8 already.
 fn parse_anomali_row<'a>(
     line: &'a [u8],
+    text: Option<&'a str>,
     now: NaiveDateTime,
     known: &Known,
     out: &mut BatchOut<'a>,
@@ -1057,9 +1061,12 @@ fn parse_anomali_row<'a>(
             format!("{} bytes, more than the {MAX_ROW_BYTES} a row may hold", line.len()),
         ));
     }
-    // One UTF-8 check for the whole line is faster than serde_json's check of each string, and it
-    // also covers the members we skip, which are carried into the output as they are.
-    let text = crate::json::utf8(line).map_err(|e| (RejectReason::InvalidJson, format!("not UTF-8 text: {e}")))?;
+    // One UTF-8 check for the whole line (or its batch's) is faster than serde_json's check of each
+    // string, and it also covers the members we skip, which are carried into the output as they are.
+    let text = match text {
+        Some(text) => text,
+        None => crate::json::utf8(line).map_err(|e| (RejectReason::InvalidJson, format!("not UTF-8 text: {e}")))?,
+    };
     // Rows a template reads are stored by it; the members are for rows the general scanner read.
     out.members.clear();
     let row = match out.templates.row(text).or_else(|| {
@@ -1795,6 +1802,30 @@ mod tests {
         let summary = t.report.summary(&t.spec);
         assert!(summary.contains("/fixtures/t:2: invalid_json"), "{summary}");
         assert_eq!(winner(&t, Kind::Ip, "7.7.7.7").as_deref(), Some("7"));
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_rejected_alone_and_its_batch_loads() {
+        // Rows are checked as UTF-8 a batch at a time; a batch holding one bad line is checked line by
+        // line, so that only that line is rejected, with its number.
+        let mut file = Vec::new();
+        for id in 1..=20u32 {
+            let line = row(id, &format!("10.0.0.{id}"), "ip", 50, "active", "").replace("c2", "caf\\u00e9 \u{e9}");
+            let mut line = line.into_bytes();
+            if id == 7 {
+                let at = line.windows(3).position(|w| w == b"caf").unwrap();
+                line[at] = 0xff;
+            }
+            file.extend_from_slice(&line);
+            file.push(b'\n');
+        }
+        let t = Table::from_bytes(&spec(Format::Anomali), file, now()).unwrap();
+        assert_eq!((t.report.rows, t.report.eligible, t.report.rejected_total()), (20, 19, 1));
+        assert_eq!(t.report.examples[0].line, 7);
+        assert!(t.report.examples[0].detail.contains("not UTF-8"), "{:?}", t.report.examples[0]);
+        let e = t.lookup(&normalize(Kind::Ip, "10.0.0.8", false).unwrap()).unwrap();
+        assert!(t.row_json(e).contains("caf\\u00e9 \u{e9}"), "{}", t.row_json(e));
+        assert!(winner(&t, Kind::Ip, "10.0.0.7").is_none());
     }
 
     #[test]
