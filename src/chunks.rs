@@ -115,10 +115,15 @@ impl<R: Read> ChunkReader<R> {
 /// Hands a chunk's buffer back to the reader for the next chunk.
 pub type Recycle<'a> = &'a (dyn Fn(Vec<u8>) + Sync);
 
-/// Runs `consume` over the chunks of `source`, read on a thread of its own at most two chunks ahead.
-/// `consume` gives buffers back through its `Recycle` once done with a chunk: the reader keeps at
-/// most three, so a consumer that holds on to two chunks waits for the third. When it returns early
-/// the reader stops too.
+/// Buffers a background reader fills: one being consumed, one being read or waiting. Fresh buffers
+/// cost a page fault a page on the machines measured, and reading a chunk takes a fraction of the
+/// time parsing it does, so a third (tried) only added faults at the start of every load.
+const READ_BUFFERS: usize = 2;
+
+/// Runs `consume` over the chunks of `source`, read on a thread of its own one chunk ahead.
+/// `consume` gives buffers back through its `Recycle` once done with a chunk, and must give one back
+/// before it takes the chunk after next: the reader keeps at most `READ_BUFFERS`. When it returns
+/// early the reader stops too.
 pub fn read_in_background<R, T>(
     source: R,
     chunk_size: usize,
@@ -132,12 +137,10 @@ where
         let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
         scope.spawn(move || {
             let mut reader = ChunkReader::with_chunk_size(source, chunk_size);
-            // Fresh buffers cost a page fault a page on the machines measured: past three (one being
-            // consumed, one waiting, one being read) the reader waits for one back, or for the
-            // consumer to be gone.
+            // Past `READ_BUFFERS` the reader waits for one back, or for the consumer to be gone.
             let mut buffers = 0;
             loop {
-                let back = if buffers >= 3 { returned.recv().ok() } else { returned.try_recv().ok() };
+                let back = if buffers >= READ_BUFFERS { returned.recv().ok() } else { returned.try_recv().ok() };
                 buffers += usize::from(back.is_none());
                 let item = reader.next_chunk(back);
                 let stop = !matches!(item, Ok(Some(_)));
@@ -326,5 +329,35 @@ mod tests {
         bad[2] = 0xff;
         let bad = Chunk { bytes: bad, first_line: 1 };
         assert!(TextRun::check(&bad.bytes, &lines(&bad)).is_none());
+    }
+
+    #[test]
+    fn a_background_read_gives_every_line_in_order_from_two_buffers_and_stops_early() {
+        // Sixteen lines of sixteen bytes a chunk: no bytes carry over, so a buffer given back is
+        // read into where it is, and distinct addresses count the buffers made.
+        let input: String = (1..=2000).map(|n| format!("line {n:05} ....\n")).collect();
+        let (seen, buffers) = read_in_background(input.as_bytes(), 256, |chunks, recycle| {
+            let (mut seen, mut buffers) = (Vec::new(), std::collections::HashSet::new());
+            for c in chunks {
+                let c = c.unwrap();
+                if buffers.len() < 4 {
+                    // A slow start, for the reader to run ahead if it could.
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                buffers.insert(c.bytes.as_ptr() as usize);
+                seen.extend(lines(&c).into_iter().map(|(n, l)| (n, String::from_utf8(l.to_vec()).unwrap())));
+                recycle(c.bytes);
+            }
+            (seen, buffers.len())
+        });
+        assert_eq!(seen.len(), 2000);
+        assert!(seen
+            .iter()
+            .enumerate()
+            .all(|(i, (n, l))| *n == i as u64 + 1 && *l == format!("line {:05} ....", i + 1)));
+        assert!(buffers <= READ_BUFFERS, "{buffers} buffers for one consumer that gives each back");
+        // A consumer that stops after one chunk, keeping it, returns rather than waiting on the reader.
+        let first = read_in_background(input.as_bytes(), 256, |chunks, _| chunks.next().map(|c| c.unwrap().first_line));
+        assert_eq!(first, Some(1));
     }
 }
