@@ -540,25 +540,14 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
             }
         }
     }
-    // Every key is first tested against each table's one-access filter, in a loop of independent
-    // loads so that their cache misses overlap; only the few that may match are looked up, and the
-    // first slot each will read is fetched ahead.
-    let maybe: Vec<u64> = probes
-        .iter()
-        .map(|p| {
-            tables
-                .iter()
-                .enumerate()
-                .fold(0u64, |m, (ti, t)| m | (u64::from(ti >= 64 || t.may_match_hashed(&p.key, p.hash)) << ti.min(63)))
-        })
-        .collect();
-    // Then the few are looked up in two passes: the first finds each one's candidate (a text key's by
-    // its hash alone, its text fetched ahead), the second confirms them in the same order, so that
+    // Every key is tested against each table's one-access filter (its word fetched while the next
+    // event was gathered), and the few that may match find their candidate at once (a text key's by
+    // its hash alone, its text fetched ahead); a second pass confirms them in the same order, so that
     // the cache misses of an alert's lookups overlap rather than follow one another.
     let mut found: Vec<(usize, usize, Candidate)> = Vec::new();
-    for (pi, (p, mask)) in probes.iter().zip(maybe).enumerate() {
+    for (pi, p) in probes.iter().enumerate() {
         for (ti, table) in tables.iter().enumerate() {
-            if mask & (1 << ti.min(63)) != 0 {
+            if table.may_match_hashed(&p.key, p.hash) {
                 found.extend(table.candidate(&p.key, p.hash).map(|c| (pi, ti, c)));
             }
         }
