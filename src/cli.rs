@@ -393,12 +393,12 @@ fn enrich_line<'a, 't>(
 ) -> Result<AlertResult, String> {
     let text = crate::json::utf8(line).map_err(|e| format!("not UTF-8 text: {e}"))?;
     // The id as the reference prints it (`str(alert["id"])`).
-    let id = match AlertLine::parse(text, events)? {
-        Some(Scalar::Str(s)) => s.into_owned(),
-        Some(Scalar::U64(n)) => n.to_string(),
-        Some(Scalar::I64(n)) => n.to_string(),
-        Some(Scalar::F64(f)) => f.to_string(),
-        Some(Scalar::Bool(b)) => if b { "True" } else { "False" }.to_owned(),
+    let id: std::sync::Arc<str> = match AlertLine::parse(text, events)? {
+        Some(Scalar::Str(s)) => s.as_ref().into(),
+        Some(Scalar::U64(n)) => n.to_string().into(),
+        Some(Scalar::I64(n)) => n.to_string().into(),
+        Some(Scalar::F64(f)) => f.to_string().into(),
+        Some(Scalar::Bool(b)) => if b { "True" } else { "False" }.into(),
         _ => return Err("alert has no `id` (a string or a number)".into()),
     };
     let e = enrich(events, tables, selectors);
@@ -416,6 +416,6 @@ fn enrich_line<'a, 't>(
         }
     }
     let (lookups, skipped) = (e.lookups, e.skipped_total);
-    tsv_rows(&id, e, tables, selectors, rows);
+    tsv_rows(id, e, tables, selectors, rows);
     Ok(AlertResult { lookups, skipped, events: events.len(), enriched })
 }

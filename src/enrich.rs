@@ -483,7 +483,8 @@ fn append_p_match(out: &mut String, row: &str, value: &str) {
 pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> Enrichment {
     let mut out = Enrichment::default();
     // Sized for every value the scan read in passing, so that it does not grow again and again.
-    let mut probes: Vec<Probe> = Vec::with_capacity(events.elements.len() + events.len());
+    // Held on the stack for an alert of usual size: a heap allocation each would cost more.
+    let mut probes: SmallVec<[Probe; 128]> = SmallVec::with_capacity(events.elements.len() + events.len());
     // A kept scan numbered each member's name; trusted only for the selectors it was made for.
     let kept = events.kept.as_ref().filter(|k| k.built_for(selectors));
     let mut prefetched = 0;
@@ -544,7 +545,7 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
     // event was gathered), and the few that may match find their candidate at once (a text key's by
     // its hash alone, its text fetched ahead); a second pass confirms them in the same order, so that
     // the cache misses of an alert's lookups overlap rather than follow one another.
-    let mut found: Vec<(usize, usize, Candidate)> = Vec::new();
+    let mut found: SmallVec<[(usize, usize, Candidate); 32]> = SmallVec::new();
     for (pi, p) in probes.iter().enumerate() {
         for (ti, table) in tables.iter().enumerate() {
             if table.may_match_hashed(&p.key, p.hash) {
@@ -594,7 +595,7 @@ fn descend<'a>(mut cur: &'a str, rest: &[String]) -> Option<&'a str> {
 /// Normalizes the values of one selector into probes; what is not valid is skipped with a reason.
 fn gather<'a>(
     out: &mut Enrichment,
-    probes: &mut Vec<Probe<'a>>,
+    probes: &mut SmallVec<[Probe<'a>; 128]>,
     list: bool,
     values: &[Scalar<'a>],
     ei: usize,
@@ -656,14 +657,13 @@ impl TsvRow<'_> {
 
 /// Appends the TSV rows of one alert's enrichment to `out`.
 pub fn tsv_rows<'t>(
-    alert_id: &str,
+    alert_id: std::sync::Arc<str>,
     e: Enrichment,
     tables: &'t [Table],
     selectors: &'t Selectors,
     out: &mut Vec<TsvRow<'t>>,
 ) {
-    let alert_id: std::sync::Arc<str> = alert_id.into();
-    let winners: Vec<(usize, EntryId)> = e.matches.iter().map(|m| (m.table, m.entry)).collect();
+    let winners: SmallVec<[(usize, EntryId); 32]> = e.matches.iter().map(|m| (m.table, m.entry)).collect();
     out.extend(e.matches.into_iter().zip(Table::entry_ids(tables, &winners)).map(|(m, entry_id)| TsvRow {
         alert_id: alert_id.clone(),
         event: m.event,
@@ -807,7 +807,7 @@ mod tests {
         assert_eq!(p["a"]["p_any_ip_addresses"][0]["id"], "1");
         assert_eq!(p["b"]["p_any_ip_addresses"][0]["value"], "1.1.0.0/16");
         let mut rows = Vec::new();
-        tsv_rows("A1", e.clone(), &tables, &sel, &mut rows);
+        tsv_rows("A1".into(), e.clone(), &tables, &sel, &mut rows);
         sort_tsv(&mut rows);
         let mut out = Vec::new();
         rows.iter().for_each(|r| r.write_to(&mut out));

@@ -477,7 +477,7 @@ impl Table {
     /// misses, the entry and then its text; read in two loops of independent loads rather than one
     /// id after the other, the misses of a batch overlap.
     pub fn entry_ids<'t>(tables: &'t [Table], entries: &[(usize, EntryId)]) -> Vec<&'t str> {
-        let spans: Vec<Span> = entries.iter().map(|&(t, e)| tables[t].index.entry(e).id()).collect();
+        let spans: SmallVec<[Span; 32]> = entries.iter().map(|&(t, e)| tables[t].index.entry(e).id()).collect();
         entries.iter().zip(spans).map(|(&(t, _), span)| tables[t].id_text(span)).collect()
     }
 
