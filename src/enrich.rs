@@ -483,8 +483,7 @@ fn append_p_match(out: &mut String, row: &str, value: &str) {
 pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> Enrichment {
     let mut out = Enrichment::default();
     // Sized for every value the scan read in passing, so that it does not grow again and again.
-    // Held on the stack for an alert of usual size: a heap allocation each would cost more.
-    let mut probes: SmallVec<[Probe; 128]> = SmallVec::with_capacity(events.elements.len() + events.len());
+    let mut probes: Vec<Probe> = Vec::with_capacity(events.elements.len() + events.len());
     // A kept scan numbered each member's name; trusted only for the selectors it was made for.
     let kept = events.kept.as_ref().filter(|k| k.built_for(selectors));
     let mut prefetched = 0;
@@ -545,11 +544,13 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
     // event was gathered), and the few that may match find their candidate at once (a text key's by
     // its hash alone, its text fetched ahead); a second pass confirms them in the same order, so that
     // the cache misses of an alert's lookups overlap rather than follow one another.
-    let mut found: SmallVec<[(usize, usize, Candidate); 32]> = SmallVec::new();
+    let mut found: Vec<(usize, usize, Candidate)> = Vec::with_capacity(16);
     for (pi, p) in probes.iter().enumerate() {
         for (ti, table) in tables.iter().enumerate() {
             if table.may_match_hashed(&p.key, p.hash) {
-                found.extend(table.candidate(&p.key, p.hash).map(|c| (pi, ti, c)));
+                if let Some(c) = table.candidate(&p.key, p.hash) {
+                    found.push((pi, ti, c));
+                }
             }
         }
     }
@@ -595,7 +596,7 @@ fn descend<'a>(mut cur: &'a str, rest: &[String]) -> Option<&'a str> {
 /// Normalizes the values of one selector into probes; what is not valid is skipped with a reason.
 fn gather<'a>(
     out: &mut Enrichment,
-    probes: &mut SmallVec<[Probe<'a>; 128]>,
+    probes: &mut Vec<Probe<'a>>,
     list: bool,
     values: &[Scalar<'a>],
     ei: usize,
