@@ -834,6 +834,24 @@ impl Index {
 }
 
 #[cfg(test)]
+impl Entry {
+    /// An entry with no row and no id text: enough for the winner rule by confidence and id.
+    pub fn bare(id_num: i64, confidence: i64) -> Entry {
+        Entry {
+            at: 0,
+            row_len: 0,
+            shape: VERBATIM,
+            id_off: 0,
+            id_len: 0,
+            modified_off: 0,
+            modified_len: 0,
+            id_num,
+            confidence,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::indicator::normalize;
@@ -871,17 +889,7 @@ mod tests {
         let mut b = IndexBuilder::default();
         b.entries.new_block();
         let mut add = |text: &str, id: i64| {
-            let e = b.push_entry(Entry {
-                at: 0,
-                row_len: 0,
-                shape: VERBATIM,
-                id_off: 0,
-                id_len: 0,
-                modified_off: 0,
-                modified_len: 0,
-                id_num: id,
-                confidence: 50,
-            });
+            let e = b.push_entry(Entry::bare(id, 50));
             b.insert(normalize(Kind::Domain, text, true).unwrap(), e);
         };
         add("a.example", 1);

@@ -182,24 +182,14 @@ impl<T: Probed> ProbeTable<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::index::{Entry, IndexBuilder, VERBATIM};
+    use crate::tables::index::{Entry, IndexBuilder};
 
     /// Entries numbered 0.. with the given confidences (their modified texts all empty).
     fn entries(confidences: impl Iterator<Item = i64>) -> IndexBuilder {
         let mut b = IndexBuilder::default();
         b.entries.new_block();
         for (n, confidence) in confidences.enumerate() {
-            b.push_entry(Entry {
-                at: 0,
-                row_len: 0,
-                shape: VERBATIM,
-                id_off: 0,
-                id_len: 0,
-                modified_off: 0,
-                modified_len: 0,
-                id_num: n as i64,
-                confidence,
-            });
+            b.push_entry(Entry::bare(n as i64, confidence));
         }
         b
     }
