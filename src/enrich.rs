@@ -488,11 +488,11 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
     let kept = events.kept.as_ref().filter(|k| k.built_for(selectors));
     let mut prefetched = 0;
     for ei in 0..events.len() {
-        // The filter words of the event before's keys are fetched while this one is read.
+        // The filter words and first slots of the event before's keys are fetched while this one
+        // is read.
         for p in &probes[prefetched..] {
             for t in tables {
-                t.prefetch_filter(&p.key, p.hash);
-                t.prefetch_candidate(&p.key, p.hash);
+                t.prefetch(&p.key, p.hash);
             }
         }
         prefetched = probes.len();

@@ -782,40 +782,31 @@ impl Index {
         }
     }
 
-    /// Fetches into the cache the filter word `may_match` will read for `key`, so that a batch of
-    /// keys prefetched while later ones are still being read finds its words there.
-    pub fn prefetch_filter(&self, key: &Key<'_>, hash: u64) {
+    /// Fetches into the cache the filter word `may_match` will read for `key` and the table slot a
+    /// lookup will read first, so that a batch of keys fetched while later ones are still being read
+    /// finds them there.
+    pub fn prefetch(&self, key: &Key<'_>, hash: u64) {
+        let s = shard_of(hash);
+        let shard = &self.shards[s];
         match key {
             Key::Ip(Ip::V4(a)) => {
                 if let Some(w) = self.blocks4.0.get((*a >> 14) as usize) {
                     prefetch(w);
                 }
-            }
-            Key::Text(..) => {
-                let f = &self.filters[shard_of(hash)];
-                if let Some(w) = f.bits.get(((hash & f.mask) >> 6) as usize) {
-                    prefetch(w);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Fetches into the cache the slot a lookup will read first for an IPv4 address or a text key.
-    pub fn prefetch_candidate(&self, key: &Key<'_>, hash: u64) {
-        let shard = &self.shards[shard_of(hash)];
-        match key {
-            Key::Ip(Ip::V4(_)) => {
                 if let Some(slot) = shard.v4.first_slot(hash) {
                     prefetch(slot);
                 }
             }
             Key::Text(kind, _) => {
+                let f = &self.filters[s];
+                if let Some(w) = f.bits.get(((hash & f.mask) >> 6) as usize) {
+                    prefetch(w);
+                }
                 if let Some(slot) = shard.text[text_slot(*kind)].first_slot(hash) {
                     prefetch(slot);
                 }
             }
-            _ => {}
+            Key::Ip(Ip::V6(_)) | Key::Net(_) => {}
         }
     }
 

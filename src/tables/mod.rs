@@ -424,17 +424,10 @@ impl Table {
         self.index.may_match(key, hash, self.spec.match_subdomains)
     }
 
-    /// Fetches ahead what `may_match_hashed` will read for this key.
-    pub fn prefetch_filter(&self, key: &Key<'_>, hash: u64) {
+    /// Fetches ahead what `may_match_hashed` and then `candidate` will read first for this key.
+    pub fn prefetch(&self, key: &Key<'_>, hash: u64) {
         if !(self.spec.match_subdomains && matches!(key, Key::Text(Kind::Domain, _))) {
-            self.index.prefetch_filter(key, hash);
-        }
-    }
-
-    /// Fetches ahead what `candidate` will read first for a key `may_match_hashed` let through.
-    pub fn prefetch_candidate(&self, key: &Key<'_>, hash: u64) {
-        if !(self.spec.match_subdomains && matches!(key, Key::Text(Kind::Domain, _))) {
-            self.index.prefetch_candidate(key, hash);
+            self.index.prefetch(key, hash);
         }
     }
 
