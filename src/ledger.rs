@@ -65,6 +65,10 @@ ALTER TABLE alerts ADD COLUMN triaged_ms INTEGER;   -- when the verdict was last
 ALTER TABLE alerts ADD COLUMN checked_ms INTEGER;   -- when re-triage last looked for new events
 CREATE INDEX alerts_for_retriage ON alerts(stage, triaged_ms);
 "#,
+    r#"
+ALTER TABLE writes ADD COLUMN sent_at TEXT;  -- when a request for it went out that may still land (NULL: none)
+UPDATE writes SET sent_at = updated_at WHERE state = 'intent';  -- an older daemon may have sent these
+"#,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +211,9 @@ pub struct Write {
     pub state: WriteState,
     pub comment_id: Option<String>,
     pub detail: Option<String>,
+    /// When a request for this write went out whose outcome is not known to be a refusal: Panther
+    /// may still carry it out. `None` when no such request is recorded.
+    pub sent_at: Option<DateTime<Utc>>,
 }
 
 /// Counts by stage, for summaries.
@@ -613,7 +620,7 @@ impl Ledger {
     pub fn writes(&self, alert_id: &str) -> Result<Vec<Write>, LedgerError> {
         let conn = self.conn();
         let mut st = conn.prepare_cached(
-            "SELECT id, alert_id, kind, revision, payload, state, comment_id, detail FROM writes
+            "SELECT id, alert_id, kind, revision, payload, state, comment_id, detail, sent_at FROM writes
              WHERE alert_id = ?1 ORDER BY id",
         )?;
         let rows = st.query_map(params![alert_id], |r| {
@@ -626,9 +633,34 @@ impl Ledger {
                 state: WriteState::parse(&r.get::<_, String>(5)?),
                 comment_id: r.get(6)?,
                 detail: r.get(7)?,
+                sent_at: r.get::<_, Option<String>>(8)?.as_deref().and_then(parse_time),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Records that requests for these writes are going out now, before they do: an attempt whose
+    /// outcome is never learned (a timeout, a crash) is then known to have started no earlier.
+    pub fn mark_sent(&self, write_ids: &[i64]) -> Result<(), LedgerError> {
+        self.set_sent(write_ids, Some(&now()))
+    }
+
+    /// Records that the request for this write was refused whole: nothing of it can still land.
+    pub fn mark_unsent(&self, write_id: i64) -> Result<(), LedgerError> {
+        self.set_sent(&[write_id], None)
+    }
+
+    fn set_sent(&self, write_ids: &[i64], at: Option<&str>) -> Result<(), LedgerError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut st = tx.prepare_cached("UPDATE writes SET sent_at = ?2 WHERE id = ?1")?;
+            for id in write_ids {
+                st.execute(params![id, at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Marks a write done (with the comment it created) or failed; when none of the alert's writes
@@ -798,6 +830,45 @@ mod tests {
         assert_eq!(l.schema_version().unwrap(), MIGRATIONS.len() as i64);
         let e = l.require("old").unwrap();
         assert!(e.fetched && e.stage == Stage::Done && e.digest.is_none(), "{e:?}");
+    }
+
+    #[test]
+    fn a_comment_sent_is_remembered_until_its_request_is_known_refused() {
+        let l = Ledger::in_memory().unwrap();
+        l.record_page(&[alert("a", "2026-01-01T00:00:00Z")], "poll", None).unwrap();
+        l.decide("a", &decided("unknown", 1), None, &[(WriteKind::Comment, "v1".into())]).unwrap();
+        let id = l.writes("a").unwrap()[0].id;
+        assert_eq!(l.writes("a").unwrap()[0].sent_at, None, "decided, not sent");
+        let before = Utc::now() - chrono::Duration::seconds(1);
+        l.mark_sent(&[id]).unwrap();
+        assert!(l.writes("a").unwrap()[0].sent_at.is_some_and(|t| t >= before));
+        l.mark_unsent(id).unwrap();
+        assert_eq!(l.writes("a").unwrap()[0].sent_at, None);
+    }
+
+    #[test]
+    fn an_intent_from_before_sends_were_recorded_counts_as_maybe_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for m in &MIGRATIONS[..2] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 2).unwrap();
+            conn.execute_batch(
+                "INSERT INTO alerts (id, created_at, detection_id, title, severity, status, source, stage, first_seen,
+                     updated_at) VALUES ('a', '2026-01-01T00:00:00Z', 'D', 't', 'HIGH', 'OPEN', 'poll', 'writing', 'x', 'x');
+                 INSERT INTO writes (alert_id, kind, revision, payload, state, created_at, updated_at)
+                     VALUES ('a', 'comment', 1, 'v1', 'intent', '2026-01-02T00:00:00Z', '2026-01-02T00:00:05Z'),
+                            ('a', 'status', 1, 'TRIAGED', 'done', '2026-01-02T00:00:00Z', '2026-01-02T00:00:06Z');",
+            )
+            .unwrap();
+        }
+        let l = Ledger::open(&path).unwrap();
+        let w = l.writes("a").unwrap();
+        assert_eq!(w[0].sent_at, parse_time("2026-01-02T00:00:05Z"), "an older daemon may have sent it");
+        assert_eq!(w[1].sent_at, None, "done: nothing to wait for");
     }
 
     #[test]

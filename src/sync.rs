@@ -15,6 +15,12 @@ use crate::render;
 /// IDs per `PATCH /alerts`: keeps one request small; the spec sets no limit.
 const PATCH_IDS: usize = 100;
 
+/// A comment whose earlier attempt may have reached Panther is posted again only this many
+/// `panther.timeout`s after that attempt went out, if its marker is still not found: a request the
+/// client timed out on can still be stored behind its back, and Panther answers within a timeout
+/// when it answers at all.
+pub const REPOST_GRACE_TIMEOUTS: u32 = 2;
+
 impl<A: PantherApi> Pipeline<A> {
     /// Posts one comment write. `check_first`: an earlier attempt may have reached Panther.
     pub(crate) async fn write_comment(
@@ -35,10 +41,24 @@ impl<A: PantherApi> Pipeline<A> {
                 self.ledger.finish_write(w.id, WriteState::Done, Some(&c.id), Some("found by marker"))?;
                 return Ok(());
             }
+            if let Some(wait) = self.may_still_land(w) {
+                info!(
+                    stage = "sync",
+                    outcome = "waiting",
+                    wait_ms = wait.as_millis() as u64,
+                    "an earlier attempt at this comment may still land; looking again before posting"
+                );
+                r.deferred += 1;
+                return Ok(());
+            }
         }
+        self.ledger.mark_sent(&[w.id])?;
         let new =
             NewComment { alert_id: w.alert_id.clone(), body: w.payload.clone(), format: self.cfg.sync.comment_format };
         let first = self.api.create_comment(&new).await;
+        if first.as_ref().is_err_and(|e| !e.may_land_later()) {
+            self.ledger.mark_unsent(w.id)?;
+        }
         let posted = match first {
             Ok(c) => c,
             Err(e) if e.outcome_unknown() => {
@@ -102,11 +122,15 @@ impl<A: PantherApi> Pipeline<A> {
                 format: self.cfg.sync.comment_format,
             })
             .collect();
+        self.ledger.mark_sent(&ws.iter().map(|w| w.id).collect::<Vec<_>>())?;
         let results = self.api.create_comments(&new).await;
         let mut stop: Option<ApiError> = None;
         for (w, result) in ws.iter().zip(results) {
             let span = tracing::info_span!("alert", alert_id = %w.alert_id);
             let _enter = span.enter();
+            if result.as_ref().is_err_and(|e| !e.may_land_later()) {
+                self.ledger.mark_unsent(w.id)?;
+            }
             let posted = match result {
                 Ok(c) => c,
                 Err(e) if e.outcome_unknown() && stop.is_none() => {
@@ -197,6 +221,16 @@ impl<A: PantherApi> Pipeline<A> {
         self.ledger.finish_write(w.id, WriteState::Failed, None, Some(&e.to_string()))?;
         self.ledger.set_stage(&w.alert_id, crate::ledger::Stage::Failed, Some(&e.to_string()))?;
         Ok(())
+    }
+
+    /// How much longer an earlier attempt at comment `w` could still be stored by Panther, which may
+    /// finish a request after the client gave up on it; `None` once that is past, or when no attempt
+    /// may still land. Until then a marker that is not found proves nothing, and posting again
+    /// could make two comments.
+    fn may_still_land(&self, w: &Write) -> Option<std::time::Duration> {
+        let grace = chrono::Duration::from_std(self.cfg.panther.timeout * REPOST_GRACE_TIMEOUTS).ok()?;
+        let left = w.sent_at? + grace - chrono::Utc::now();
+        left.to_std().ok().filter(|d| !d.is_zero())
     }
 
     /// Our comment with `marker` on the alert, if there is one (all pages read).

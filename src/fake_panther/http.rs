@@ -1,5 +1,6 @@
 //! One request's life: recorded on arrival, refused without the right key, a queued fault applied,
-//! delayed, routed, answered; and the connection cut for `CommitThenDrop`.
+//! delayed, routed, answered; the connection cut for `CommitThenDrop`; the work done on a task of
+//! its own, late, for `LateCommit`.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -102,34 +103,36 @@ pub(super) async fn handle(State(fake): State<FakePanther>, request: Request) ->
         fake.lock().requests[index].status = status.as_u16();
         return (status, [(header::CONTENT_TYPE, *content_type)], body.clone()).into_response();
     }
-    let answer = if sent_key.is_none() {
-        Err(ApiError { status: StatusCode::UNAUTHORIZED, message: "missing X-API-Key header".into() })
-    } else if !authorized {
-        Err(ApiError { status: StatusCode::UNAUTHORIZED, message: "invalid API key".into() })
-    } else {
-        match (&fault, route, body) {
-            (Some(Fault::TooManyRequests { .. }), ..) => Err(ApiError {
-                status: StatusCode::TOO_MANY_REQUESTS,
-                message: "rate limit exceeded (injected fault)".into(),
-            }),
-            (Some(Fault::ServerError { status }), ..) => Err(ApiError {
-                status: StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-                message: format!("internal error (injected fault {status})"),
-            }),
-            (_, None, _) => Err(ApiError::not_found(format!("no route for {} {path}", parts.method))),
-            (_, Some(_), Err(_)) => {
-                Err(ApiError::bad_request(format!("request body unreadable or larger than {MAX_BODY} bytes")))
-            }
-            (_, Some((Route::Graphql, _)), Ok(body)) => {
-                // Executed under the lock and without an await, like every other operation.
-                let mut st = fake.lock();
-                Ok(graphql::execute(&mut st, &body, json_body))
-            }
-            (_, Some((route, id)), Ok(body)) => {
-                let mut st = fake.lock();
-                endpoints::dispatch(&mut st, route, id.as_deref(), &query, &body)
+    let work = Work {
+        fake: fake.clone(),
+        fault: fault.clone(),
+        key: match (sent_key.is_some(), authorized) {
+            (false, _) => KeyCheck::Missing,
+            (true, false) => KeyCheck::Wrong,
+            (true, true) => KeyCheck::Right,
+        },
+        method: parts.method.to_string(),
+        path: path.clone(),
+        route,
+        query,
+        body,
+        json_body,
+    };
+    let answer = match &fault {
+        // Carried out on a task of its own: a client that gives up (its timeout) drops this
+        // handler, and the work is done all the same, later, as Panther finishes what it started.
+        Some(Fault::LateCommit(delay)) => {
+            let delay = *delay;
+            let task = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                work.answer()
+            });
+            match task.await {
+                Ok(answer) => answer,
+                Err(e) => Err(ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: e.to_string() }),
             }
         }
+        _ => work.answer(),
     };
 
     let (status, value) = match answer {
@@ -148,6 +151,64 @@ pub(super) async fn handle(State(fake): State<FakePanther>, request: Request) ->
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
     }
     response
+}
+
+/// Whether a request carried the API key.
+enum KeyCheck {
+    Missing,
+    Wrong,
+    Right,
+}
+
+/// What a request asks, to be carried out now or (for `LateCommit`) later.
+struct Work {
+    fake: FakePanther,
+    fault: Option<Fault>,
+    key: KeyCheck,
+    method: String,
+    path: String,
+    route: Option<(Route, Option<String>)>,
+    query: Vec<(String, String)>,
+    body: Result<Bytes, axum::Error>,
+    json_body: bool,
+}
+
+impl Work {
+    /// The answer, with the operation carried out under the fake's lock (and without an await).
+    fn answer(self) -> Result<Reply, ApiError> {
+        let Work { fake, fault, key, method, path, route, query, body, json_body } = self;
+        match key {
+            KeyCheck::Missing => {
+                return Err(ApiError { status: StatusCode::UNAUTHORIZED, message: "missing X-API-Key header".into() })
+            }
+            KeyCheck::Wrong => {
+                return Err(ApiError { status: StatusCode::UNAUTHORIZED, message: "invalid API key".into() })
+            }
+            KeyCheck::Right => {}
+        }
+        match (&fault, route, body) {
+            (Some(Fault::TooManyRequests { .. }), ..) => Err(ApiError {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: "rate limit exceeded (injected fault)".into(),
+            }),
+            (Some(Fault::ServerError { status }), ..) => Err(ApiError {
+                status: StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                message: format!("internal error (injected fault {status})"),
+            }),
+            (_, None, _) => Err(ApiError::not_found(format!("no route for {method} {path}"))),
+            (_, Some(_), Err(_)) => {
+                Err(ApiError::bad_request(format!("request body unreadable or larger than {MAX_BODY} bytes")))
+            }
+            (_, Some((Route::Graphql, _)), Ok(body)) => {
+                let mut st = fake.lock();
+                Ok(graphql::execute(&mut st, &body, json_body))
+            }
+            (_, Some((route, id)), Ok(body)) => {
+                let mut st = fake.lock();
+                endpoints::dispatch(&mut st, route, id.as_deref(), &query, &body)
+            }
+        }
+    }
 }
 
 impl super::State {

@@ -160,6 +160,11 @@ pub enum Fault {
     /// `Graphql` mutation (on a read it just loses the answer). The client sees no response at all: with reqwest, `send()`
     /// fails with `is_request()` and hyper's `IncompleteMessage` as the source.
     CommitThenDrop,
+    /// The request is carried out after this delay, whether or not the client is still waiting
+    /// (it answers then, if anyone listens): Panther finishing a write the client timed out on, so
+    /// that the write appears only some time after the client gave up. Meant for `CreateComment` or
+    /// a `Graphql` mutation, with a delay past the client's timeout.
+    LateCommit(Duration),
 }
 
 /// One request as the fake received it, and the status it was answered with.

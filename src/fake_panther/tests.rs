@@ -424,6 +424,23 @@ async fn commit_then_drop_stores_the_comment_but_the_client_sees_an_error() {
 }
 
 #[tokio::test]
+async fn a_late_commit_stores_the_comment_after_the_client_has_given_up() {
+    let fake = fake_with_alerts(1);
+    fake.inject(Route::CreateComment, Fault::LateCommit(Duration::from_millis(400)), 1);
+    let server = fake.spawn().await.unwrap();
+    let client = Client::builder().timeout(Duration::from_millis(100)).build().unwrap();
+    let url = format!("{}/alert-comments", server.url());
+    let body = json!({"alertId": "a0", "body": "marker", "format": "PLAIN_TEXT"});
+
+    let error = client.post(&url).header("X-API-Key", KEY).json(&body).send().await.expect_err("timed out");
+    assert!(error.is_timeout(), "{error:?}");
+    assert!(fake.comments("a0").is_empty(), "not stored yet when the client gives up");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(fake.comments("a0").len(), 1, "stored all the same, after the client left");
+    assert_eq!(fake.comments("a0")[0]["body"], "marker");
+}
+
+#[tokio::test]
 async fn commit_then_drop_applies_a_patch() {
     let fake = fake_with_alerts(1);
     fake.inject(Route::PatchAlerts, Fault::CommitThenDrop, 1);

@@ -365,6 +365,17 @@ impl ApiError {
         }
     }
 
+    /// Whether Panther may still carry the request out after the daemon saw this failure: no whole
+    /// answer came (a timeout, a cut connection), or a 5xx, which a gateway gives while the request
+    /// may still run behind it. An answer that arrived whole, readable or not, ends the request.
+    pub fn may_land_later(&self) -> bool {
+        match self {
+            ApiError::Timeout { .. } | ApiError::Transport { .. } => true,
+            ApiError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
     /// Whether trying again later may succeed (a bad minute at Panther), as opposed to a request
     /// Panther will always refuse.
     pub fn transient(&self) -> bool {
@@ -548,5 +559,12 @@ mod tests {
         assert!(!ApiError::Status { op, status: 429, message: String::new() }.outcome_unknown());
         assert!(!ApiError::Status { op, status: 400, message: String::new() }.transient());
         assert!(!ApiError::Connect { op, detail: String::new() }.outcome_unknown());
+        // Of those, only a request still in flight somewhere can land later: an answer that came whole
+        // (but unreadable, or a batch alias with no result) ended it.
+        assert!(ApiError::Timeout { op, timeout: Duration::from_secs(1) }.may_land_later());
+        assert!(ApiError::Transport { op, detail: String::new() }.may_land_later());
+        assert!(ApiError::Status { op, status: 504, message: String::new() }.may_land_later());
+        assert!(!ApiError::Decode { op, detail: String::new() }.may_land_later());
+        assert!(!ApiError::Status { op, status: 429, message: String::new() }.may_land_later());
     }
 }

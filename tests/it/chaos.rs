@@ -264,7 +264,7 @@ impl World {
         let any = [ListAlerts, ListEvents, GetAlert, ListComments, CreateComment, UpdateComment, PatchAlerts];
         let mut said = Vec::new();
         for _ in 0..self.rng.pick(&[0, 1, 1, 2]) {
-            let (route, fault, times) = match self.rng.below(6) {
+            let (route, fault, times) = match self.rng.below(7) {
                 0 => {
                     let retry_after_secs = u64::from(self.rng.percent(30));
                     (self.rng.pick(&any), Fault::TooManyRequests { retry_after_secs }, self.rng.between(1, 2))
@@ -284,6 +284,12 @@ impl World {
                     (self.rng.pick(&any), Fault::Delay(delay), 1)
                 }
                 4 => (CreateComment, Fault::CommitThenDrop, self.rng.between(1, 2)),
+                5 => {
+                    // Stored after the client's 1 s timeout and its look for the marker, within the
+                    // 2 s it waits before posting again.
+                    let delay = Duration::from_millis(self.rng.between(1100, 1800));
+                    (CreateComment, Fault::LateCommit(delay), 1)
+                }
                 _ => (self.rng.pick(&[CreateComment, UpdateComment, PatchAlerts]), Fault::CommitThenDrop, 1),
             };
             self.inject(route, fault.clone(), times as usize);

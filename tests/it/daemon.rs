@@ -154,6 +154,7 @@ both_transports!(
     a_connection_dropped_after_the_comment_was_committed_does_not_post_twice,
     a_restart_resumes_from_the_ledger_with_nothing_missed_or_repeated,
     a_write_left_unknown_by_a_crash_is_checked_by_marker_after_restart,
+    a_comment_panther_stores_after_the_client_gave_up_is_not_posted_again,
     a_burst_of_429s_and_5xx_is_survived,
     an_alert_panther_keeps_failing_on_does_not_hold_up_the_others,
     every_filter_keeps_and_drops_and_says_why,
@@ -275,6 +276,32 @@ async fn a_write_left_unknown_by_a_crash_is_checked_by_marker_after_restart(api:
     assert_eq!(p.ledger().get("a1").unwrap().unwrap().stage, Stage::Done);
 }
 
+/// How long after an attempt whose outcome is unknown a comment may be posted again: twice the
+/// configuration's 2 s `panther.timeout`, and a margin.
+pub(crate) const REPOST_GRACE: std::time::Duration = std::time::Duration::from_millis(4300);
+
+async fn a_comment_panther_stores_after_the_client_gave_up_is_not_posted_again(api: Api) {
+    let env = Env::new(api).await;
+    env.fake.add_alert(alert("a1", ago(5), "Okta.X", "t"), ip_event("198.51.100.7"));
+    // Panther stores the comment 3.5 s after it was sent: after the client's 2 s timeout, after the
+    // client's look for its marker right then, and after the next tick's look.
+    env.inject(Call::CreateComment, Fault::LateCommit(std::time::Duration::from_millis(3500)), 1);
+    let p = env.pipeline("");
+    let started = std::time::Instant::now();
+    let r = p.drain().await.unwrap();
+    assert_eq!(r.process.deferred, 1, "the outcome is unknown: {r:?}");
+    // The next tick does not find the marker either; posting now would make two comments.
+    let again = p.drain().await.unwrap();
+    assert_eq!(again.process.deferred, 1, "it waits for the earlier attempt: {again:?}");
+    assert_eq!(env.calls(Call::CreateComment).len(), 1, "not posted again while the first may still land");
+    tokio::time::sleep(REPOST_GRACE.saturating_sub(started.elapsed())).await;
+    let last = p.drain().await.unwrap();
+    assert_eq!(last.process.deferred, 0, "{last:?}");
+    assert_eq!(env.comment_count("a1"), 1, "the late comment was found by its marker");
+    assert_eq!(env.calls(Call::CreateComment).len(), 1);
+    assert_eq!(p.ledger().get("a1").unwrap().unwrap().stage, Stage::Done);
+}
+
 async fn a_burst_of_429s_and_5xx_is_survived(api: Api) {
     let env = Env::new(api).await;
     for i in 0..3 {
@@ -291,9 +318,10 @@ async fn a_burst_of_429s_and_5xx_is_survived(api: Api) {
     let started = std::time::Instant::now();
     let r = p.drain().await.unwrap();
     assert!(started.elapsed() >= std::time::Duration::from_secs(1), "Retry-After: 1 was honoured");
-    // The comment answered 502 was not found by its marker: it waits for the next tick, which looks
-    // again before posting.
+    // The comment answered 502 was not found by its marker: it waits, and a tick past the grace
+    // for a late store looks again before posting.
     assert_eq!(r.process.deferred, 1, "{r:?}");
+    tokio::time::sleep(REPOST_GRACE).await;
     let again = p.drain().await.unwrap();
     assert_eq!(r.process.triaged + again.process.triaged, 3, "{again:?}");
     assert_eq!(again.process.deferred, 0, "{again:?}");
