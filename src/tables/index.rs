@@ -532,7 +532,8 @@ impl IndexBuilder {
             || {
                 let seg4 = segments(&entries, n4);
                 let seg6 = segments(&entries, n6);
-                let blocks4 = V4Blocks::build(shards.iter().flat_map(|s| s.v4.iter().map(|e| e.addr)), &seg4);
+                let n4 = shards.iter().map(|s| s.v4.len()).sum();
+                let blocks4 = V4Blocks::build(n4, shards.iter().flat_map(|s| s.v4.iter().map(|e| e.addr)), &seg4);
                 (Segments4::new(&seg4), seg6, blocks4)
             },
             || shards.par_iter().map(TextFilter::build).collect(),
@@ -620,38 +621,48 @@ fn find(segs: &[Segment], a: u128) -> Option<EntryId> {
     (a <= s.end).then_some(s.winner)
 }
 
-/// One bit per IPv4 /24 block: set where the table has an address or a network in that block.
-/// Nearly every address an alert holds is in no table, and this answers that with one bit test
-/// instead of a hash probe and a binary search. 2 MiB, only for tables with IPv4 keys.
+/// One bit per IPv4 block (a /24 for a large table, larger blocks for a smaller one): set where the
+/// table has an address or a network in that block. Nearly every address an alert holds is in no
+/// table, and this answers that with one bit test instead of a hash probe and a binary search.
+/// About 64 bits a key (so about one address in 64 that the table lacks gets past it), between
+/// 8 KiB and 2 MiB: a small table's fits the processor's nearer caches and costs few page faults.
 #[derive(Debug, Default)]
-struct V4Blocks(Vec<u64>);
+struct V4Blocks {
+    bits: Vec<u64>,
+    /// A block is an address shifted right by this much.
+    shift: u32,
+}
 
 impl V4Blocks {
-    fn build(addrs: impl Iterator<Item = u32>, segs: &[Segment]) -> V4Blocks {
-        let mut bits = vec![0u64; 1 << 18];
-        let mut any = false;
+    /// `addrs` gives `n_addrs` addresses; `segs` are the IPv4 network segments.
+    fn build(n_addrs: usize, addrs: impl Iterator<Item = u32>, segs: &[Segment]) -> V4Blocks {
+        if n_addrs == 0 && segs.is_empty() {
+            return V4Blocks::default();
+        }
+        let nbits = ((n_addrs + segs.len()) * 64).next_power_of_two().clamp(1 << 16, 1 << 24);
+        let shift = 32 - nbits.trailing_zeros();
+        let mut bits = vec![0u64; nbits / 64];
         let mut set = |block: usize| bits[block >> 6] |= 1 << (block & 63);
         for a in addrs {
-            set((a >> 8) as usize);
-            any = true;
+            set((a >> shift) as usize);
         }
         for s in segs {
             // IPv4 segments hold 32-bit bounds.
-            for block in (s.start >> 8) as usize..=(s.end >> 8) as usize {
+            for block in (s.start as u32 >> shift) as usize..=(s.end as u32 >> shift) as usize {
                 set(block);
             }
-            any = true;
         }
-        if any {
-            V4Blocks(bits)
-        } else {
-            V4Blocks(Vec::new())
-        }
+        V4Blocks { bits, shift }
+    }
+
+    /// The word `may_hold` reads for `a`.
+    fn word(&self, a: u32) -> Option<&u64> {
+        self.bits.get((a.checked_shr(self.shift).unwrap_or(0) >> 6) as usize)
     }
 
     fn may_hold(&self, a: u32) -> bool {
-        let block = (a >> 8) as usize;
-        self.0.get(block >> 6).is_some_and(|w| w & (1 << (block & 63)) != 0)
+        let block = a.checked_shr(self.shift).unwrap_or(0);
+        self.word(a).is_some_and(|w| w & (1 << (block & 63)) != 0)
     }
 }
 
@@ -790,7 +801,7 @@ impl Index {
         let shard = &self.shards[s];
         match key {
             Key::Ip(Ip::V4(a)) => {
-                if let Some(w) = self.blocks4.0.get((*a >> 14) as usize) {
+                if let Some(w) = self.blocks4.word(*a) {
                     prefetch(w);
                 }
                 if let Some(slot) = shard.v4.first_slot(hash) {
@@ -895,6 +906,35 @@ mod tests {
         assert_eq!(winner(ix.confirm_text(ca, Kind::Domain, "b.example", bb)), Some(2));
         assert_eq!(winner(ix.confirm_text(ca, Kind::Domain, "c.example", hash("c.example"))), None);
         assert!(ix.text_candidate(Kind::Email, a).is_none(), "another kind's table");
+    }
+
+    #[test]
+    fn the_ipv4_block_filter_is_sized_by_the_table_and_passes_every_address_it_holds() {
+        let seg = |start: u32, end: u32| Segment { start: start.into(), end: end.into(), winner: 0 };
+        let spread = |n: u32| (0..n).map(move |i| i.wrapping_mul(2_654_435_761));
+        for n in [1u32, 100, 5_000, 300_000] {
+            let segs = [seg(0x0a00_0000, 0x0aff_ffff), seg(0xc0a8_0100, 0xc0a8_01ff)];
+            let f = V4Blocks::build(n as usize, spread(n), &segs);
+            assert!(spread(n).all(|a| f.may_hold(a)), "{n} addresses: one refused");
+            for a in [0x0a00_0000, 0x0a12_3456, 0x0aff_ffff, 0xc0a8_0100, 0xc0a8_01ff] {
+                assert!(f.may_hold(a), "{n} addresses: {a:#x} in a network refused");
+            }
+            let bytes = f.bits.len() * 8;
+            let want = if n <= 1_000 {
+                8 << 10
+            } else if n == 5_000 {
+                64 << 10
+            } else {
+                2 << 20
+            };
+            assert_eq!(bytes, want, "{n} addresses");
+        }
+        // A small table's blocks are coarse, a large one's are /24s: either way, most of the
+        // space is refused.
+        let f = V4Blocks::build(1, std::iter::once(0x0102_0304), &[]);
+        assert!(!f.may_hold(0x0902_0304) && !f.may_hold(0xffff_ffff));
+        assert!(V4Blocks::build(0, std::iter::empty(), &[]).bits.is_empty());
+        assert!(!V4Blocks::default().may_hold(0x0102_0304));
     }
 
     #[test]
