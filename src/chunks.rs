@@ -124,21 +124,28 @@ const READ_BUFFERS: usize = 2;
 /// `consume` gives buffers back through its `Recycle` once done with a chunk, and must give one back
 /// before it takes the chunk after next: the reader keeps at most `READ_BUFFERS`. When it returns
 /// early the reader stops too.
+/// `size_hint` is the source's size where known (0 if not).
 pub fn read_in_background<R, T>(
     source: R,
     chunk_size: usize,
+    size_hint: u64,
     consume: impl FnOnce(&mut dyn Iterator<Item = std::io::Result<Chunk>>, Recycle<'_>) -> T,
 ) -> T
 where
     R: Read + Send,
 {
+    // Until the first chunk is read, the consuming thread has nothing to do: it faults in the
+    // reader's second buffer meanwhile (when there will be a second chunk), work that would
+    // otherwise fall in the parse of the first chunk, when every core is busy.
+    let prefault = size_hint > chunk_size as u64;
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
         scope.spawn(move || {
             let mut reader = ChunkReader::with_chunk_size(source, chunk_size);
             // Past `READ_BUFFERS` the reader waits for one back, or for the consumer to be gone.
-            let mut buffers = 0;
+            // The buffer the consuming thread faults in counts as one.
+            let mut buffers = usize::from(prefault);
             loop {
                 let back = if buffers >= READ_BUFFERS { returned.recv().ok() } else { returned.try_recv().ok() };
                 buffers += usize::from(back.is_none());
@@ -149,6 +156,9 @@ where
                 }
             }
         });
+        if prefault {
+            let _ = give_back.send(faulted_in(chunk_size + chunk_size / 16));
+        }
         let mut chunks = rx.into_iter().map_while(|item| item.transpose());
         let recycle = move |b: Vec<u8>| {
             // The reader may have finished; then the buffer is simply dropped.
@@ -156,6 +166,17 @@ where
         };
         consume(&mut chunks, &recycle)
     })
+}
+
+/// An empty buffer of `capacity` bytes whose pages are all in memory already.
+fn faulted_in(capacity: usize) -> Vec<u8> {
+    let mut b: Vec<u8> = Vec::with_capacity(capacity);
+    advise_huge_pages(&mut b);
+    // A byte written a page is enough; the buffer stays empty.
+    for byte in b.spare_capacity_mut().iter_mut().step_by(4096) {
+        byte.write(0);
+    }
+    b
 }
 
 /// Runs `work` over the chunks of `source` on rayon's threads, each chunk whole, taken by whichever
@@ -336,7 +357,7 @@ mod tests {
         // Sixteen lines of sixteen bytes a chunk: no bytes carry over, so a buffer given back is
         // read into where it is, and distinct addresses count the buffers made.
         let input: String = (1..=2000).map(|n| format!("line {n:05} ....\n")).collect();
-        let (seen, buffers) = read_in_background(input.as_bytes(), 256, |chunks, recycle| {
+        let (seen, buffers) = read_in_background(input.as_bytes(), 256, input.len() as u64, |chunks, recycle| {
             let (mut seen, mut buffers) = (Vec::new(), std::collections::HashSet::new());
             for c in chunks {
                 let c = c.unwrap();
@@ -357,7 +378,9 @@ mod tests {
             .all(|(i, (n, l))| *n == i as u64 + 1 && *l == format!("line {:05} ....", i + 1)));
         assert!(buffers <= READ_BUFFERS, "{buffers} buffers for one consumer that gives each back");
         // A consumer that stops after one chunk, keeping it, returns rather than waiting on the reader.
-        let first = read_in_background(input.as_bytes(), 256, |chunks, _| chunks.next().map(|c| c.unwrap().first_line));
+        let first = read_in_background(input.as_bytes(), 256, input.len() as u64, |chunks, _| {
+            chunks.next().map(|c| c.unwrap().first_line)
+        });
         assert_eq!(first, Some(1));
     }
 }

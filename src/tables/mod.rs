@@ -564,7 +564,7 @@ fn load_anomali_chunked<R: Read + Send>(
     chunk_size: usize,
 ) -> Result<(Index, LoadReport, Option<NaiveDateTime>), TableError> {
     let io_err = |source| TableError::Io { path: spec.path.clone(), source };
-    chunks::read_in_background(source, chunk_size, |chunks, recycle| {
+    chunks::read_in_background(source, chunk_size, size_hint, |chunks, recycle| {
         load_anomali(spec, &mut chunks.map(|r| r.map_err(io_err)), recycle, size_hint, clock)
     })
 }
