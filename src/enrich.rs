@@ -674,10 +674,16 @@ pub fn tsv_rows<'t>(
     }));
 }
 
-/// Sorts as ENRICHMENT.md says (bytewise, the event index as a number) and drops repeats.
-pub fn sort_tsv(rows: &mut Vec<TsvRow<'_>>) {
+/// The rows of every part, sorted as ENRICHMENT.md says (bytewise, the event index as a number),
+/// repeats dropped. The parts are joined here, not as they are made: the one copy is the sort's.
+pub fn sort_tsv<'t>(parts: Vec<Vec<TsvRow<'t>>>) -> Vec<TsvRow<'t>> {
+    let mut rows = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for mut p in parts {
+        rows.append(&mut p);
+    }
     rows.sort_unstable();
     rows.dedup();
+    rows
 }
 
 #[cfg(test)]
@@ -809,7 +815,7 @@ mod tests {
         assert_eq!(p["b"]["p_any_ip_addresses"][0]["value"], "1.1.0.0/16");
         let mut rows = Vec::new();
         tsv_rows("A1".into(), e.clone(), &tables, &sel, &mut rows);
-        sort_tsv(&mut rows);
+        let rows = sort_tsv(vec![rows]);
         let mut out = Vec::new();
         rows.iter().for_each(|r| r.write_to(&mut out));
         assert_eq!(String::from_utf8(out).unwrap(), "A1\t0\tp_any_ip_addresses\t1.1.1.1\t1\n");
