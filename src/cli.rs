@@ -357,7 +357,7 @@ impl AlertLine {
                     not_a_list = sc.value(d)? != "null";
                 }
             } else {
-                sc.value(d)?;
+                sc.skip(d)?;
             }
             Some(())
         });

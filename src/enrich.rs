@@ -265,7 +265,7 @@ impl<'a> Events<'a> {
                         Some(kept) => match kept.wants(&key) {
                             Some(head) => head,
                             None => {
-                                sc.value(d)?;
+                                sc.skip(d)?;
                                 return Some(());
                             }
                         },
