@@ -184,7 +184,7 @@ impl<'a> Scanner<'a> {
 
     /// Validates and passes over one value the caller does not keep. A string, the value most
     /// members that are passed over hold, is read in line rather than by the general walk.
-    #[inline]
+    #[inline(always)]
     pub fn skip(&mut self, depth: u32) -> Option<()> {
         if self.peek() == Some(b'"') {
             return self.string().map(drop);
