@@ -7,7 +7,8 @@ use std::path::Path;
 /// Bytes read per chunk.
 pub const CHUNK: usize = 2 << 20;
 
-/// A run of whole lines from a file, with the number of its first line.
+/// A run of whole lines from a file, with the number of its first line (0 from a reader that does
+/// not count lines: see [`read_in_background`]).
 #[derive(Debug)]
 pub struct Chunk {
     pub bytes: Vec<u8>,
@@ -50,7 +51,8 @@ pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
 pub struct ChunkReader<R> {
     r: R,
     carry: Vec<u8>,
-    line: u64,
+    /// The next chunk's first line; `None` where the consumer numbers the lines itself.
+    line: Option<u64>,
     done: bool,
     size: usize,
 }
@@ -61,7 +63,13 @@ impl<R: Read> ChunkReader<R> {
     }
 
     pub fn with_chunk_size(r: R, size: usize) -> Self {
-        ChunkReader { r, carry: Vec::new(), line: 1, done: false, size: size.max(1) }
+        ChunkReader { r, carry: Vec::new(), line: Some(1), done: false, size: size.max(1) }
+    }
+
+    /// A reader whose chunks are not numbered (`first_line` 0): counting a chunk's lines is a pass
+    /// over it, which a consumer that numbers them as it splits them (`lines_from`) need not pay.
+    pub fn unnumbered(r: R, size: usize) -> Self {
+        ChunkReader { line: None, ..Self::with_chunk_size(r, size) }
     }
 
     /// The next chunk, read into `reuse` where given (a buffer the consumer is done with: its pages
@@ -106,8 +114,10 @@ impl<R: Read> ChunkReader<R> {
         if buf.is_empty() {
             return Ok(None);
         }
-        let first_line = self.line;
-        self.line += memchr::memchr_iter(b'\n', &buf).count() as u64;
+        let first_line = self.line.unwrap_or(0);
+        if let Some(line) = &mut self.line {
+            *line += memchr::memchr_iter(b'\n', &buf).count() as u64;
+        }
         Ok(Some(Chunk { bytes: buf, first_line }))
     }
 }
@@ -120,7 +130,9 @@ pub type Recycle<'a> = &'a (dyn Fn(Vec<u8>) + Sync);
 /// time parsing it does, so a third (tried) only added faults at the start of every load.
 const READ_BUFFERS: usize = 2;
 
-/// Runs `consume` over the chunks of `source`, read on a thread of its own one chunk ahead.
+/// Runs `consume` over the chunks of `source`, read on a thread of its own one chunk ahead. The
+/// chunks come unnumbered (`first_line` 0): the one consumer takes them in order and numbers their
+/// lines as it splits them (`lines_from`).
 /// `consume` gives buffers back through its `Recycle` once done with a chunk, and must give one back
 /// before it takes the chunk after next: the reader keeps at most `READ_BUFFERS`. When it returns
 /// early the reader stops too.
@@ -142,7 +154,7 @@ where
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let (give_back, returned) = std::sync::mpsc::channel::<Vec<u8>>();
         scope.spawn(move || {
-            let mut reader = ChunkReader::with_chunk_size(source, chunk_size);
+            let mut reader = ChunkReader::unnumbered(source, chunk_size);
             // Past `READ_BUFFERS` the reader waits for one back, or for the consumer to be gone.
             // The buffer the consuming thread faults in counts as one.
             let mut buffers = usize::from(prefault);
@@ -223,9 +235,14 @@ where
 
 /// The non-blank lines of a chunk, trimmed, each with its line number.
 pub fn lines(chunk: &Chunk) -> Vec<(u64, &[u8])> {
-    let bytes = &chunk.bytes[..];
+    lines_from(&chunk.bytes, chunk.first_line).0
+}
+
+/// The non-blank lines of `bytes`, trimmed, numbered from `first_line`; and the number of the line
+/// after them (the next chunk's first).
+pub fn lines_from(bytes: &[u8], first_line: u64) -> (Vec<(u64, &[u8])>, u64) {
     let mut out = Vec::with_capacity(bytes.len() / 256 + 1);
-    let (mut n, mut start) = (chunk.first_line, 0usize);
+    let (mut n, mut start) = (first_line, 0usize);
     for end in memchr::memchr_iter(b'\n', bytes).chain(std::iter::once(bytes.len())) {
         if let Some(line) = bytes.get(start..end).map(<[u8]>::trim_ascii).filter(|l| !l.is_empty()) {
             out.push((n, line));
@@ -233,7 +250,8 @@ pub fn lines(chunk: &Chunk) -> Vec<(u64, &[u8])> {
         n += 1;
         start = end + 1;
     }
-    out
+    // The last piece (after the last newline, perhaps empty) does not end a line.
+    (out, n - 1)
 }
 
 /// A run of consecutive lines of one chunk, checked as UTF-8 in one pass: a newline cannot split a
@@ -292,6 +310,20 @@ mod tests {
         assert_eq!(got.len(), 400_000 - 400_000 / 7 + 1);
         assert_eq!(got[5], (6, "row row row".into()));
         assert_eq!(got.last(), Some(&(400_001, "last, no newline".into())));
+    }
+
+    #[test]
+    fn lines_from_numbers_across_pieces_as_one_pass_over_the_whole() {
+        let text = b"a\n\n  b \nc\n\nd";
+        let whole = lines_from(text, 1).0;
+        // Chunks end at a newline.
+        for cut in [2, 3, 8, 10, 11] {
+            let (first, next) = lines_from(&text[..cut], 1);
+            let (second, end) = lines_from(&text[cut..], next);
+            assert_eq!([first, second].concat(), whole, "cut after byte {cut}");
+            assert_eq!(end, 6, "cut after byte {cut}");
+        }
+        assert_eq!(whole.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [1, 3, 4, 6]);
     }
 
     #[test]
@@ -358,7 +390,7 @@ mod tests {
         // read into where it is, and distinct addresses count the buffers made.
         let input: String = (1..=2000).map(|n| format!("line {n:05} ....\n")).collect();
         let (seen, buffers) = read_in_background(input.as_bytes(), 256, input.len() as u64, |chunks, recycle| {
-            let (mut seen, mut buffers) = (Vec::new(), std::collections::HashSet::new());
+            let (mut seen, mut buffers, mut line) = (Vec::new(), std::collections::HashSet::new(), 1);
             for c in chunks {
                 let c = c.unwrap();
                 if buffers.len() < 4 {
@@ -366,7 +398,10 @@ mod tests {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 buffers.insert(c.bytes.as_ptr() as usize);
-                seen.extend(lines(&c).into_iter().map(|(n, l)| (n, String::from_utf8(l.to_vec()).unwrap())));
+                assert_eq!(c.first_line, 0, "unnumbered: the consumer numbers the lines");
+                let (ls, next) = lines_from(&c.bytes, line);
+                seen.extend(ls.into_iter().map(|(n, l)| (n, String::from_utf8(l.to_vec()).unwrap())));
+                line = next;
                 recycle(c.bytes);
             }
             (seen, buffers.len())
@@ -379,8 +414,8 @@ mod tests {
         assert!(buffers <= READ_BUFFERS, "{buffers} buffers for one consumer that gives each back");
         // A consumer that stops after one chunk, keeping it, returns rather than waiting on the reader.
         let first = read_in_background(input.as_bytes(), 256, input.len() as u64, |chunks, _| {
-            chunks.next().map(|c| c.unwrap().first_line)
+            chunks.next().map(|c| c.unwrap().bytes.len())
         });
-        assert_eq!(first, Some(1));
+        assert_eq!(first, Some(256));
     }
 }

@@ -594,6 +594,8 @@ fn load_anomali(
     };
     let mut first = true;
     let mut pending: Option<Vec<Batch>> = None;
+    // The chunks come unnumbered: their lines are numbered as they are split.
+    let mut next_line = 1;
     for item in chunks {
         let mut chunk = item?;
         if first {
@@ -611,14 +613,16 @@ fn load_anomali(
         let known = Known { shapes: b.entries.shapes.clone(), layouts: b.entries.layouts.clone() };
         // This chunk's batches become the row blocks after those absorbed and those pending.
         let first_block = (b.entries.rows.len() + pending.as_ref().map_or(0, Vec::len)) as u64;
-        let (_, mut batches) = rayon::join(
+        let (_, batches) = rayon::join(
             || {
                 if let Some(batches) = pending.take() {
                     absorb(&mut b, &mut report, &mut clock, batches);
                 }
             },
-            || parse_chunk(&chunk, &known, now, first_block),
+            || parse_chunk(&chunk, next_line, &known, now, first_block),
         );
+        let (mut batches, after) = batches;
+        next_line = after;
         for batch in &mut batches {
             if let Some(shape) = batch.new_shape.take() {
                 b.entries.intern_shape(shape);
@@ -681,9 +685,17 @@ const _: () = assert!(BATCH_ROWS <= 1 << index::SEGMENT_BITS);
 
 /// Parses the non-blank lines of a chunk in parallel, keeping file order. Batch `i` writes what it
 /// keeps to what will be row block `first_block + i`.
-fn parse_chunk(chunk: &Chunk, known: &Known, now: NaiveDateTime, first_block: u64) -> Vec<Batch> {
+/// The chunk's batches, its lines numbered from `first_line`; and the number of the line after it.
+fn parse_chunk(
+    chunk: &Chunk,
+    first_line: u64,
+    known: &Known,
+    now: NaiveDateTime,
+    first_block: u64,
+) -> (Vec<Batch>, u64) {
     use rayon::prelude::*;
-    chunks::lines(chunk)
+    let (lines, next_line) = chunks::lines_from(&chunk.bytes, first_line);
+    let batches = lines
         .par_chunks(BATCH_ROWS)
         .enumerate()
         .map(|(i, lines)| {
@@ -716,7 +728,8 @@ fn parse_chunk(chunk: &Chunk, known: &Known, now: NaiveDateTime, first_block: u6
             }
             batch
         })
-        .collect()
+        .collect();
+    (batches, next_line)
 }
 
 /// The fields of an Anomali row that matching reads; every other field is skipped by the parser
@@ -1700,6 +1713,26 @@ mod tests {
             assert_eq!(t.row_json(e), line.as_str(), "row {i}");
             assert_eq!(t.entry_id(e), (i + 1).to_string());
         }
+    }
+
+    #[test]
+    fn rejected_rows_in_later_chunks_are_reported_at_their_own_lines() {
+        // Blank lines count as lines; bad rows sit in the first, a middle and the last chunks.
+        let bad = [7, 1_204, 2_999];
+        let text: String = (1..=3000)
+            .map(|n| match n {
+                n if bad.contains(&n) => "{not json\n".to_owned(),
+                n if n % 10 == 0 => "\n".to_owned(),
+                n => row(n, &format!("10.3.{}.{}", n / 250, n % 250), "ip", 9, "active", "") + "\n",
+            })
+            .collect();
+        let size = text.len() as u64;
+        let clock = Clock { now: now().naive_utc(), earliest_expiry: None };
+        let (_, report, _) =
+            load_anomali_chunked(&spec(Format::Anomali), std::io::Cursor::new(text), size, clock, 4096).unwrap();
+        assert!(size > 40 * 4096, "many chunks");
+        assert_eq!(report.examples.iter().map(|e| e.line).collect::<Vec<_>>(), bad.map(u64::from));
+        assert_eq!(report.rows, 2700, "blank lines are not rows; bad ones are");
     }
 
     #[test]
