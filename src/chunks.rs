@@ -159,7 +159,19 @@ where
             // The buffer the consuming thread faults in counts as one.
             let mut buffers = usize::from(prefault);
             loop {
-                let back = if buffers >= READ_BUFFERS { returned.recv().ok() } else { returned.try_recv().ok() };
+                // A consumer that is gone takes no more chunks: stop rather than read another.
+                let back = if buffers >= READ_BUFFERS {
+                    match returned.recv() {
+                        Ok(b) => Some(b),
+                        Err(_) => break,
+                    }
+                } else {
+                    match returned.try_recv() {
+                        Ok(b) => Some(b),
+                        Err(std::sync::mpsc::TryRecvError::Empty) => None,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+                    }
+                };
                 buffers += usize::from(back.is_none());
                 let item = reader.next_chunk(back);
                 let stop = !matches!(item, Ok(Some(_)));
@@ -310,6 +322,37 @@ mod tests {
         assert_eq!(got.len(), 400_000 - 400_000 / 7 + 1);
         assert_eq!(got[5], (6, "row row row".into()));
         assert_eq!(got.last(), Some(&(400_001, "last, no newline".into())));
+    }
+
+    #[test]
+    fn a_reader_whose_consumer_is_gone_reads_no_further_chunk() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        // An endless source of 16-byte lines (a pipe, say) that counts what it gives.
+        struct Endless(Arc<AtomicUsize>);
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let at = self.0.load(Ordering::SeqCst);
+                for (i, b) in buf.iter_mut().enumerate() {
+                    *b = if (at + i) % 16 == 15 { b'\n' } else { b'x' };
+                }
+                self.0.fetch_add(buf.len(), Ordering::SeqCst);
+                Ok(buf.len())
+            }
+        }
+        let given = Arc::new(AtomicUsize::new(0));
+        let first = read_in_background(Endless(given.clone()), 256, 0, |chunks, _| {
+            // Keeps the first chunk, and leaves once the reader has read the second and waits.
+            let first = chunks.next().map(|c| c.unwrap().bytes.len());
+            let started = std::time::Instant::now();
+            while given.load(Ordering::SeqCst) < 512 && started.elapsed() < std::time::Duration::from_secs(5) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            first
+        });
+        assert_eq!(first, Some(256));
+        assert_eq!(given.load(Ordering::SeqCst), 512, "the reader read a chunk nobody would take");
     }
 
     #[test]

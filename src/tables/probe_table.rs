@@ -196,15 +196,16 @@ mod tests {
 
     #[test]
     fn crowded_slots_and_growth_keep_every_key_and_its_winner() {
-        // 3,000 addresses, each filed three times (entries 3a, 3a+1, 3a+2 with confidences that make
-        // the middle one win), under a hash that gives only 64 distinct homes: every key probes past
-        // others, and the table grows many times from empty.
+        // 3,000 addresses, each filed three times in a row (entries 3a+2, 3a+1, 3a with confidences
+        // 50, 90, 10: the winner comes second, so neither keeping the first entry nor the last one
+        // passes), under a hash that gives only 64 distinct homes: every key probes past others, and
+        // the table grows many times from empty, moving keys whose winner is already decided.
         const N: u32 = 3_000;
         let b = entries((0..N * 3).map(|e| [10, 90, 50][e as usize % 3]));
         let hash = |a: u32| u64::from(a % 64) << 58;
         let mut t = ProbeTable::<V4Key>::default();
-        for round in [0, 2, 1] {
-            for a in 0..N {
+        for a in 0..N {
+            for round in [2, 1, 0] {
                 let new = V4Key { addr: a, entry: a * 3 + round };
                 t.file(hash(a), new, |e| e.addr == a, |e| hash(e.addr), &b.entries);
             }
