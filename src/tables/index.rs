@@ -202,9 +202,15 @@ impl Entries {
             .flat_map(|(s, seg)| seg.iter().enumerate().map(move |(i, e)| (((s as u32) << SEGMENT_BITS) | i as u32, e)))
     }
 
-    /// Adds a segment of at most `1 << SEGMENT_BITS` entries; the id of its first.
+    /// Adds a segment of at most `1 << SEGMENT_BITS` entries; the id of its first. An empty one (a
+    /// batch of rejected or ineligible rows) takes no number, which no key refers to: numbers run
+    /// out only after 2^22 segments of eligible rows, far past what memory holds, where blank or
+    /// rejected lines (a few bytes each) would reach that in a few GiB of file.
     pub fn push_segment(&mut self, segment: Vec<Entry>) -> EntryId {
         debug_assert!(segment.len() <= 1 << SEGMENT_BITS);
+        if segment.is_empty() {
+            return 0;
+        }
         self.segments.push(segment);
         ((self.segments.len() - 1) as u32) << SEGMENT_BITS
     }
@@ -884,6 +890,19 @@ mod tests {
     fn winner(ix: &Index, ip: &str) -> Option<i64> {
         let key = normalize(Kind::Ip, ip, false).unwrap();
         ix.lookup(&key, key_hash(&key), false).map(|e| ix.entry(e).id_num)
+    }
+
+    #[test]
+    fn an_empty_segment_takes_no_entry_number() {
+        let mut e = Entries::default();
+        assert_eq!(e.push_segment(vec![Entry::bare(1, 10)]), 0);
+        for _ in 0..5 {
+            e.push_segment(Vec::new());
+        }
+        let second = e.push_segment(vec![Entry::bare(2, 20)]);
+        assert_eq!(second, 1 << SEGMENT_BITS, "the next segment's number, as if no empty one came");
+        assert_eq!(e.get(second).id_num, 2);
+        assert_eq!(e.iter().map(|(id, x)| (id, x.id_num)).collect::<Vec<_>>(), [(0, 1), (second, 2)]);
     }
 
     #[test]
