@@ -462,12 +462,14 @@ impl IndexBuilder {
     }
 
     /// Sizes every table for `factor` times the `keys` of a first part of the file, so that they are
-    /// not rehashed again and again as the rest loads.
-    pub fn reserve_for<'k>(&mut self, keys: impl Iterator<Item = &'k ShardedKeys>, factor: f64) {
+    /// not rehashed again and again as the rest loads, but with no more than about `budget` bytes
+    /// of slots: a first part much denser in keys than the rest (short rows, then long or expired
+    /// ones) would otherwise size them for keys that never come, in memory every slot of which is
+    /// written. Tables grow past the budget as keys arrive.
+    pub fn reserve_for<'k>(&mut self, keys: impl Iterator<Item = &'k ShardedKeys>, factor: f64, budget: usize) {
         if !(1.5..1e6).contains(&factor) {
             return;
         }
-        let scaled = |n: usize| (n as f64 * factor) as usize;
         // Per shard: IPv4, IPv6, then the text slots.
         let mut counts = vec![[0usize; 6]; SHARDS];
         for k in keys {
@@ -483,6 +485,14 @@ impl IndexBuilder {
                 }
             }
         }
+        let slot_bytes = [size_of::<V4Key>(), size_of::<(u128, EntryId)>(), size_of::<TextKey>()];
+        let wanted: f64 = counts
+            .iter()
+            .flat_map(|n| n.iter().enumerate())
+            .map(|(at, n)| (n * slot_bytes[at.min(2)]) as f64 * factor * 4.0 / 3.0)
+            .sum();
+        let factor = factor * (budget as f64 / wanted.max(1.0)).min(1.0);
+        let scaled = |n: usize| (n as f64 * factor) as usize;
         self.shards.par_iter_mut().zip(counts).for_each(|(shard, n)| {
             shard.v4.reserve(scaled(n[0]), |e| hash_v4(e.addr));
             shard.v6.reserve(scaled(n[1]), |e| hash_v6(e.0));
@@ -838,6 +848,16 @@ impl Index {
 
     pub fn entry(&self, id: EntryId) -> &Entry {
         self.entries.get(id)
+    }
+}
+
+#[cfg(test)]
+impl Index {
+    /// Bytes of IPv4 and text-key slots held, used or not.
+    pub fn slot_bytes(&self) -> usize {
+        let v4 = self.shards.iter().map(|s| s.v4.capacity() * size_of::<V4Key>());
+        let text = self.shards.iter().flat_map(|s| s.text.iter().map(|t| t.capacity() * size_of::<TextKey>()));
+        v4.chain(text).sum()
     }
 }
 

@@ -634,7 +634,8 @@ fn load_anomali(
         if first {
             // Sized from what the first chunk held, rather than rehashed again and again as they grow.
             let factor = size_hint as f64 / chunk.bytes.len().max(1) as f64;
-            b.reserve_for(batches.iter().map(|b| &b.keys), factor);
+            // A real table's slots take a tenth of its file or less (the generator's: 0.04).
+            b.reserve_for(batches.iter().map(|b| &b.keys), factor, (size_hint / 8) as usize);
         }
         first = false;
         if let Some(err) = report.wrong_format(spec, false) {
@@ -1712,6 +1713,35 @@ mod tests {
             let e = t.lookup(&normalize(Kind::Ip, &ip, false).unwrap()).unwrap();
             assert_eq!(t.row_json(e), line.as_str(), "row {i}");
             assert_eq!(t.entry_id(e), (i + 1).to_string());
+        }
+    }
+
+    #[test]
+    fn a_first_chunk_dense_in_keys_does_not_size_the_tables_for_the_whole_file() {
+        // 4 KiB chunks: the first holds short rows with a domain each, the other 12 MiB long rows
+        // that have expired (no keys). Sized by the first chunk alone, the text tables would take
+        // 3,000 times its 60-odd keys (about 12 MiB of slots); they stay within twice the budget,
+        // an eighth of the file.
+        let mut text: String = (0..100)
+            .map(|n| format!(r#"{{"id":"{n}","value":"d{n}.example","type":"domain","status":"active"}}"#) + "\n")
+            .collect();
+        let pad = "x".repeat(4000);
+        for n in 0..3100 {
+            text.push_str(&format!(
+                r#"{{"id":"{}","value":"e{n}.example","type":"domain","status":"active","expiration_ts":"2020-01-01 00:00:00","pad":"{pad}"}}"#,
+                1000 + n
+            ));
+            text.push('\n');
+        }
+        let size = text.len();
+        let clock = Clock { now: now().naive_utc(), earliest_expiry: None };
+        let (index, report, _) =
+            load_anomali_chunked(&spec(Format::Anomali), std::io::Cursor::new(text), size as u64, clock, 4096).unwrap();
+        assert_eq!(report.eligible, 100);
+        assert!(index.slot_bytes() <= 2 * size / 8, "{} bytes of slots for 100 keys", index.slot_bytes());
+        let t = Table { spec: spec(Format::Anomali), index: Arc::new(index), report, valid_until: None };
+        for n in 0..100 {
+            assert!(t.lookup(&normalize(Kind::Domain, &format!("d{n}.example"), false).unwrap()).is_some(), "d{n}");
         }
     }
 

@@ -88,6 +88,12 @@ impl<T: Probed> ProbeTable<T> {
         self.len
     }
 
+    /// Slots held, used or not.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter().filter(|s| !s.is_vacant())
     }
