@@ -154,6 +154,26 @@ fn unreadable_alert_lines_are_reported_and_the_rest_enriched() {
 }
 
 #[test]
+fn an_alert_line_that_is_not_utf8_is_reported_alone_and_the_rest_enriched() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let good = std::fs::read_to_string(fixture("alerts.jsonl")).unwrap();
+    let first = good.lines().next().unwrap();
+    let mut body = format!("{first}\n{first}\n").into_bytes();
+    body.extend_from_slice(b"{\"id\": \"bad\xff\", \"events\": []}\n");
+    body.extend_from_slice(format!("{first}\n").as_bytes());
+    std::fs::write(&alerts, body).unwrap();
+    let tsv = dir.path().join("m.tsv");
+    let out = enrich_fixture(alerts.to_str().unwrap(), &["--out", tsv.to_str().unwrap()]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("alerts 3,"), "{stdout}");
+    assert!(stderr.contains("alerts.jsonl:3: not UTF-8 text"), "{stderr}");
+    let tsv = std::fs::read_to_string(tsv).unwrap();
+    assert!(!tsv.is_empty(), "the readable alerts' matches are written");
+}
+
+#[test]
 fn bench_prints_figures_and_ratios_on_a_small_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(bin()
