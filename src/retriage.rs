@@ -60,9 +60,13 @@ impl<A: PantherApi> Pipeline<A> {
             if !a.status.is_some_and(|s| self.cfg.filter.statuses.contains(&s)) {
                 continue;
             }
+            // Where the ledger has no last-event time (the alert was first listed where Panther gave
+            // none, say a REST page read for a failed GraphQL one) and Panther now gives one, it is
+            // read again: GraphQL gives no event count to compare instead. An unchanged result is
+            // not written, and the time is kept for the next look.
             let grown = a.event_count > e.event_count
                 || matches!((&a.last_received_event_at, &e.last_event_at), (Some(new), Some(old)) if newer(new, old))
-                || (a.last_received_event_at.is_some() && e.last_event_at.is_none() && a.event_count > 0);
+                || (a.last_received_event_at.is_some() && e.last_event_at.is_none());
             if !grown {
                 continue;
             }
