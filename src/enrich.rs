@@ -11,7 +11,7 @@ use std::fmt;
 use serde::de::IgnoredAny;
 use smallvec::SmallVec;
 
-use crate::indicator::{normalize, Invalid, Key, Kind};
+use crate::indicator::{normalize, parse_ipv4, Invalid, Ip, Key, Kind};
 use crate::json::scan::{self, Scanner};
 use crate::json::{write_str_literal, Object, Scalar, Values};
 use crate::tables::{key_hash, Candidate, EntryId, Table};
@@ -277,11 +277,12 @@ impl<'a> Events<'a> {
                         return Some(());
                     }
                     let first = elements.len() as u32;
-                    let raw = sc.array_of_values(d, |raw, plain| {
-                        elements.push(match plain {
-                            Some(s) => Scalar::Str(Cow::Borrowed(s)),
-                            None => Scalar::read(raw),
-                        })
+                    // Each arm pushes its own value: one `push` of either arm's answer built it on
+                    // the stack and copied it in a width the store could not forward (a stall for
+                    // every list element).
+                    let raw = sc.array_of_values(d, |raw, plain| match plain {
+                        Some(s) => elements.push(Scalar::Str(Cow::Borrowed(s))),
+                        None => elements.push(Scalar::read(raw)),
                     })?;
                     members.push(Member { key, raw, list: Some((first, elements.len() as u32)), head });
                     Some(())
@@ -609,6 +610,14 @@ fn gather<'a>(
             Scalar::Str(Cow::Borrowed(s)) => {
                 let s: &'a str = s;
                 out.lookups += 1;
+                // Most values are IPv4 addresses: read in line, their key is built in registers,
+                // where `normalize`'s answer comes back through memory in a shape whose reads stall
+                // on its writes. An address with spaces around it is left to `normalize` to strip.
+                if let Some(a) = (kind == Kind::Ip).then(|| parse_ipv4(s)).flatten() {
+                    let key = Key::Ip(Ip::V4(a));
+                    probes.push(Probe { event: ei, selector: si, list, hash: key_hash(&key), key });
+                    continue;
+                }
                 normalize(kind, s, false).map_err(|why| (why, s.to_owned()))
             }
             Scalar::Str(Cow::Owned(s)) => {

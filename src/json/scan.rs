@@ -259,7 +259,10 @@ impl<'a> Scanner<'a> {
     }
 
     /// One value at the cursor, validated: its raw text, and its content where it is a string
-    /// without escapes (which the caller then need not scan again).
+    /// without escapes (which the caller then need not scan again). In line: its answer built in the
+    /// caller's registers is stored straight into the caller's list, where one returned through
+    /// memory was copied in a width the store could not forward (a stall per list element).
+    #[inline(always)]
     pub fn value_or_plain(&mut self, depth: u32) -> Option<(&'a str, Option<&'a str>)> {
         if self.peek() != Some(b'"') {
             return self.value(depth).map(|raw| (raw, None));

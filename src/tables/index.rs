@@ -111,6 +111,7 @@ fn hasher() -> &'static RandomState {
     HASHER.get_or_init(RandomState::new)
 }
 
+#[inline]
 fn hash_v4(a: u32) -> u64 {
     hasher().hash_one(a)
 }
@@ -128,6 +129,7 @@ fn hash_text(slot: usize, text: &[u8]) -> u64 {
 }
 
 /// The hash a key is filed and found under, in every table.
+#[inline]
 pub fn key_hash(key: &Key<'_>) -> u64 {
     match key {
         Key::Ip(Ip::V4(a)) => hash_v4(*a),
