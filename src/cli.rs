@@ -204,13 +204,16 @@ struct Totals<'t> {
     skipped: u64,
     alerts: u64,
     events: usize,
-    bad_alerts: Vec<String>,
+    /// Lines that could not be read: the line's number within its part of the file, and why.
+    bad_alerts: Vec<(u64, String)>,
     enriched: Vec<String>,
+    /// How many lines the part holds (blank ones too): where the next part's numbering starts.
+    lines: u64,
 }
 
 impl<'t> Totals<'t> {
     /// Adds what one alert line produced (its TSV rows are already in `rows`).
-    fn add(&mut self, r: Result<AlertResult, String>) {
+    fn add(&mut self, r: Result<AlertResult, (u64, String)>) {
         match r {
             Ok(r) => {
                 self.alerts += 1;
@@ -223,12 +226,17 @@ impl<'t> Totals<'t> {
         }
     }
 
-    /// Adds up the totals of consecutive parts of the file, in order. Their TSV rows stay in their
-    /// parts (returned apart, in order) for `sort_tsv` to join.
+    /// Adds up the totals of consecutive parts of the file, in order, numbering their bad lines
+    /// within the whole file. Their TSV rows stay in their parts (returned apart, in order) for
+    /// `sort_tsv` to join.
     fn merge(parts: Vec<Totals<'t>>) -> (Totals<'t>, Vec<Vec<TsvRow<'t>>>) {
         let mut all = Totals::default();
         let mut rows = Vec::with_capacity(parts.len());
         for mut p in parts {
+            for bad in &mut p.bad_alerts {
+                bad.0 += all.lines;
+            }
+            all.lines += p.lines;
             rows.push(std::mem::take(&mut p.rows));
             all.lookups += p.lookups;
             all.skipped += p.skipped;
@@ -268,12 +276,16 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
     let want_enriched = a.enriched.is_some();
     let file =
         std::fs::File::open(&a.alerts).with_context(|| format!("cannot read alerts file {}", a.alerts.display()))?;
+    // Chunks come unnumbered (counting their lines as they are read was a pass on the reading
+    // thread); each numbers its own lines from 1 and the merge adds the lines before it.
     let per_chunk = crate::chunks::map_chunks(file, ALERT_CHUNK, rayon::current_num_threads() + 1, |chunk| {
         let mut events = Events::for_selectors(&selectors);
         let mut totals = Totals::default();
-        for (n, line) in crate::chunks::lines(chunk) {
+        let (lines, next) = crate::chunks::lines_from(&chunk.bytes, 1);
+        totals.lines = next - 1;
+        for (n, line) in lines {
             let r = enrich_line(line, &tables, &selectors, want_enriched, &mut events, &mut totals.rows);
-            totals.add(r.map_err(|e| format!("{}:{n}: {e}", a.alerts.display())));
+            totals.add(r.map_err(|e| (n, e)));
         }
         totals
     })
@@ -323,8 +335,8 @@ fn run_enrich(a: EnrichArgs) -> anyhow::Result<()> {
         eprintln!("{stats}");
     }
     if !bad_alerts.is_empty() {
-        for e in bad_alerts.iter().take(5) {
-            eprintln!("skipped alert: {e}");
+        for (n, e) in bad_alerts.iter().take(5) {
+            eprintln!("skipped alert: {}:{n}: {e}", a.alerts.display());
         }
         anyhow::bail!(
             "{} alert line(s) could not be read and were skipped (the first are listed above); the others were enriched",

@@ -174,6 +174,39 @@ fn an_alert_line_that_is_not_utf8_is_reported_alone_and_the_rest_enriched() {
 }
 
 #[test]
+fn bad_alert_lines_past_the_first_chunk_are_reported_at_their_line_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = dir.path().join("alerts.jsonl");
+    let good = std::fs::read_to_string(fixture("alerts.jsonl")).unwrap();
+    let first = good.lines().next().unwrap();
+    // Over 3 MiB, so that the file is read in several chunks (1 MiB each), with blank lines, which
+    // count in the numbering, before and among the bad ones.
+    let lines_wanted = (3 << 20) / first.len() + 1;
+    let mut body = Vec::new();
+    let mut bad_at = Vec::new();
+    for n in 1..=lines_wanted {
+        if n % 1000 == 0 {
+            body.push(b'\n');
+        } else if n == 5 || n == lines_wanted / 2 || n == lines_wanted - 1 {
+            bad_at.push(n);
+            body.extend_from_slice(b"{\"id\": \"cut\n");
+        } else {
+            body.extend_from_slice(first.as_bytes());
+            body.push(b'\n');
+        }
+    }
+    std::fs::write(&alerts, body).unwrap();
+    let out = enrich_fixture(alerts.to_str().unwrap(), &[]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let good_lines = lines_wanted - lines_wanted / 1000 - bad_at.len();
+    assert!(stdout.contains(&format!("alerts {good_lines},")), "{stdout}");
+    for n in bad_at {
+        assert!(stderr.contains(&format!("alerts.jsonl:{n}: ")), "line {n} not reported as such: {stderr}");
+    }
+}
+
+#[test]
 fn bench_prints_figures_and_ratios_on_a_small_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = run(bin()
