@@ -17,7 +17,7 @@ use crate::ledger::Ledger;
 use crate::panther::graphql::GraphqlSettings;
 use crate::panther::rest::RestSettings;
 use crate::panther::{Client, GraphqlClient, PantherApi as _, RestClient};
-use crate::poller::{Pipeline, Planned, TickReport};
+use crate::poller::{Pipeline, Planned, ProcessReport, TickReport};
 use crate::tables;
 
 /// How long a stopping daemon lets the alert in hand finish (DESIGN.md invariant 7).
@@ -180,22 +180,37 @@ pub fn triage(a: TriageArgs) -> anyhow::Result<()> {
     let (rt, p) = start(&a.config.config, a.dry_run)?;
     let (entry, report) = rt.block_on(p.triage_one(&a.alert_id)).with_context(|| format!("alert {}", a.alert_id))?;
     print_planned(&p.take_planned());
-    println!("alert {}: {}", entry.id, entry.stage.as_str());
+    print!("{}", triage_outcome(&entry, &report, p.dry_run()));
+    Ok(())
+}
+
+/// What `triage ALERT_ID` prints of the alert it investigated.
+pub fn triage_outcome(entry: &crate::ledger::Entry, report: &ProcessReport, dry_run: bool) -> String {
+    let mut out = format!("alert {}: {}\n", entry.id, entry.stage.as_str());
     if let Some(v) = &entry.verdict {
-        println!("verdict: {v}");
+        out += &format!("verdict: {v}\n");
     }
     if let Some(r) = &entry.reason {
-        println!("reason: {r}");
+        out += &format!("reason: {r}\n");
     }
     if let Some(o) = &entry.original_id {
-        println!("duplicate of: {o}");
+        out += &format!("duplicate of: {o}\n");
     }
-    if !p.dry_run() {
-        if let Some(body) = report.first_comment {
-            println!("comment:\n{body}");
+    if let Some(wait) = report.waiting {
+        // Otherwise the stage alone (`writing`) does not say why nothing was posted.
+        out += &format!(
+            "comment: held back: an earlier attempt may still be stored by Panther; it is looked for again, \
+             and posted if missing, by a tick or `triage {}` from {}s on\n",
+            entry.id,
+            wait.as_secs_f64().ceil()
+        );
+    }
+    if !dry_run {
+        if let Some(body) = &report.first_comment {
+            out += &format!("comment:\n{body}\n");
         }
     }
-    Ok(())
+    out
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {

@@ -82,6 +82,10 @@ pub struct ProcessReport {
     pub failed: u64,
     /// Alerts left for a later tick because Panther had a bad minute.
     pub deferred: u64,
+    /// Where a comment was held back because an earlier attempt at it may still be stored by
+    /// Panther: the longest such wait left, as last seen (after it, a look for the comment that
+    /// finds nothing lets it be posted).
+    pub waiting: Option<std::time::Duration>,
     /// The first investigation comment written (or planned) in this step.
     pub first_comment: Option<String>,
 }
@@ -746,6 +750,9 @@ impl ProcessReport {
         p.patches += q.patches;
         p.failed += q.failed;
         p.deferred += q.deferred;
+        if q.waiting.is_some() {
+            p.waiting = q.waiting;
+        }
         if p.first_comment.is_none() {
             p.first_comment.clone_from(&q.first_comment);
         }

@@ -49,6 +49,7 @@ impl<A: PantherApi> Pipeline<A> {
                     "an earlier attempt at this comment may still land; looking again before posting"
                 );
                 r.deferred += 1;
+                r.waiting = r.waiting.max(Some(wait));
                 return Ok(());
             }
         }

@@ -155,6 +155,7 @@ both_transports!(
     a_restart_resumes_from_the_ledger_with_nothing_missed_or_repeated,
     a_write_left_unknown_by_a_crash_is_checked_by_marker_after_restart,
     a_comment_panther_stores_after_the_client_gave_up_is_not_posted_again,
+    triage_of_an_alert_whose_comment_may_still_land_says_it_is_held_back_and_for_how_long,
     a_burst_of_429s_and_5xx_is_survived,
     an_alert_panther_keeps_failing_on_does_not_hold_up_the_others,
     every_filter_keeps_and_drops_and_says_why,
@@ -300,6 +301,30 @@ async fn a_comment_panther_stores_after_the_client_gave_up_is_not_posted_again(a
     assert_eq!(env.comment_count("a1"), 1, "the late comment was found by its marker");
     assert_eq!(env.calls(Call::CreateComment).len(), 1);
     assert_eq!(p.ledger().get("a1").unwrap().unwrap().stage, Stage::Done);
+}
+
+async fn triage_of_an_alert_whose_comment_may_still_land_says_it_is_held_back_and_for_how_long(api: Api) {
+    let env = Env::new(api).await;
+    env.fake.add_alert(alert("a1", ago(5), "Okta.X", "t"), ip_event("198.51.100.7"));
+    env.inject(Call::CreateComment, Fault::LateCommit(std::time::Duration::from_millis(3500)), 1);
+    let p = env.pipeline("");
+    let started = std::time::Instant::now();
+    let first = p.triage_one("a1").await;
+    assert!(first.is_err(), "the comment timed out and is not on the alert yet: {first:?}");
+    let (entry, report) = p.triage_one("a1").await.unwrap();
+    assert_eq!(entry.stage, Stage::Writing);
+    let wait = report.waiting.expect("the report says a comment is held back");
+    assert!(wait <= REPOST_GRACE.saturating_sub(started.elapsed()), "{wait:?}");
+    let shown = app::triage_outcome(&entry, &report, false);
+    assert!(shown.contains("alert a1: writing\n"), "{shown}");
+    assert!(shown.contains("comment: held back: an earlier attempt may still be stored by Panther"), "{shown}");
+    assert!(shown.contains(&format!("`triage a1` from {}s on", wait.as_secs_f64().ceil())), "{shown}");
+    assert_eq!(env.calls(Call::CreateComment).len(), 1, "not posted again");
+    tokio::time::sleep(REPOST_GRACE.saturating_sub(started.elapsed())).await;
+    let (entry, report) = p.triage_one("a1").await.unwrap();
+    assert_eq!((entry.stage, report.waiting), (Stage::Done, None));
+    assert!(!app::triage_outcome(&entry, &report, false).contains("held back"));
+    assert_eq!(env.comment_count("a1"), 1, "the late comment was found by its marker");
 }
 
 async fn a_burst_of_429s_and_5xx_is_survived(api: Api) {
