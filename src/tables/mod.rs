@@ -603,8 +603,7 @@ fn load_anomali(
                 chunk.bytes.drain(..3);
             }
             // The first row's layout, learned before the parse, serves the first chunk's rows.
-            let first_line = chunk.bytes.split(|c| *c == b'\n').map(<[u8]>::trim_ascii).find(|l| !l.is_empty());
-            if let Some(t) = first_line.and_then(first_layout) {
+            if let Some(t) = first_layout(&chunk.bytes) {
                 b.entries.intern_layout(Arc::new(t));
             }
         }
@@ -1185,11 +1184,17 @@ fn parse_anomali_row<'a>(
     Ok(())
 }
 
-/// The layout of a table's first row, where a template can serve it.
-fn first_layout(line: &[u8]) -> Option<template::Template> {
-    let text = crate::json::utf8(line).ok()?;
+/// Rows after the first that show which of its fields every row shares (see `first_layout`).
+const LAYOUT_SAMPLE: usize = 256;
+
+/// The layout of a table's first row (in `chunk`, its first chunk), where a template can serve it;
+/// with the fields that the rows after it share, up to [`LAYOUT_SAMPLE`] of them, made fixed bytes.
+fn first_layout(chunk: &[u8]) -> Option<template::Template> {
+    let mut lines = chunk.split(|c| *c == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty());
+    let text = crate::json::utf8(lines.next()?).ok()?;
     AnomaliRow::scan(text, &mut Vec::new())?;
-    template::Template::learn(text, role)
+    let sample = lines.take(LAYOUT_SAMPLE).map_while(|l| crate::json::utf8(l).ok());
+    template::Template::learn_with_constants(text, role, sample)
 }
 
 /// An integer as Python's `int()` reads a string: white space around it, an optional sign, ASCII
@@ -1777,6 +1782,51 @@ mod tests {
             let e = t.lookup(&normalize(Kind::Ip, &format!("10.3.{}.{}", i / 250, i % 250), false).unwrap()).unwrap();
             assert_eq!(t.row_json(e), line.as_str());
         }
+    }
+
+    #[test]
+    fn fields_the_first_rows_share_are_not_stored_per_row_and_rows_that_differ_still_load() {
+        // The first 2,000 rows share `feed` and `tlp`; then `feed` changes. Values are all of one
+        // width, so that rows stored alike take the same bytes.
+        let line = |i: usize| {
+            let feed = if i < 2000 { "F1" } else { "F2" };
+            format!(
+                r#"{{"id":"{}","value":"10.{}.{}.{}","type":"ip","status":"active","feed":"{feed}","tlp":"white"}}"#,
+                100_000 + i,
+                100 + i / 10_000,
+                100 + i / 100 % 100,
+                100 + i % 100
+            )
+        };
+        let lines: Vec<String> = (0..4000).map(line).collect();
+        let body = lines.join("\n").into_bytes();
+        let size = body.len() as u64;
+        let clock = Clock { now: now().naive_utc(), earliest_expiry: None };
+        let (index, report, _) =
+            load_anomali_chunked(&spec(Format::Anomali), std::io::Cursor::new(body), size, clock, 16 << 10).unwrap();
+        assert_eq!(report.eligible, 4000);
+        let t = Table { spec: spec(Format::Anomali), index: Arc::new(index), report, valid_until: None };
+        let stored = |i: usize| {
+            let v = format!("10.{}.{}.{}", 100 + i / 10_000, 100 + i / 100 % 100, 100 + i % 100);
+            let e = t.lookup(&normalize(Kind::Ip, &v, false).unwrap()).unwrap();
+            assert_eq!(t.row_json(e), lines[i].as_str(), "row {i}");
+            let e = t.index.entry(e);
+            e.layout().map(|_| e.row().len)
+        };
+        // The rows that share both keep neither; the others keep both (each value and its `"`).
+        // A batch's first row that differs is read by the general scanner (its layout is learned
+        // from it) and stored by its shape.
+        let (shared, other) = (stored(0), stored(3999));
+        assert_eq!(other, shared.map(|n| n + ("F2".len() + 1) as u32 + ("white".len() + 1) as u32));
+        let mut by_shape = 0;
+        for i in 0..4000 {
+            match stored(i) {
+                n if i < 2000 => assert_eq!(n, shared, "row {i}"),
+                None => by_shape += 1,
+                n => assert_eq!(n, other, "row {i}"),
+            }
+        }
+        assert!(by_shape < 40, "{by_shape} rows stored by shape");
     }
 
     #[test]

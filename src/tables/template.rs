@@ -21,6 +21,10 @@ pub const MAX_TEMPLATES: usize = 4;
 /// How many member roles a reader can ask for (see [`Template::learn`]).
 pub const ROLES: usize = 8;
 
+/// Rows of its sample a plain layout must read before a hole they all share is made fixed bytes
+/// (see [`Template::learn_with_constants`]).
+pub const MIN_SAMPLE: usize = 32;
+
 /// What follows a step's fixed bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Hole {
@@ -96,7 +100,7 @@ impl Words {
     /// `None` for fixed bytes longer than a window.
     fn new(lit: &[u8]) -> Option<Words> {
         let mut w = Words::default();
-        if lit.len() > 32 {
+        if lit.len() > W {
             return None;
         }
         for (i, &c) in lit.iter().enumerate() {
@@ -123,12 +127,52 @@ impl Words {
     }
 }
 
+/// The bytes of a window: fixed bytes compared a word at a time, and holes copied whole.
+const W: usize = 32;
+
+/// The 32-byte window of `b` at `i`, where `b` holds one.
+#[inline]
+fn window(b: &[u8], i: usize) -> Option<&[u8; W]> {
+    b.get(i..i + W).and_then(|w| <&[u8; W]>::try_from(w).ok())
+}
+
+/// A step's fixed bytes as words, where they fit two windows (a hole made fixed joins the fixed
+/// bytes around it, which may then pass one window).
+#[derive(Debug, Clone, Copy)]
+struct Fixed {
+    head: Words,
+    tail: Option<Words>,
+}
+
+impl Fixed {
+    fn new(lit: &[u8]) -> Option<Fixed> {
+        let (head, tail) = lit.split_at(lit.len().min(W));
+        let tail = match tail {
+            [] => None,
+            t => Some(Words::new(t)?),
+        };
+        Some(Fixed { head: Words::new(head)?, tail })
+    }
+
+    /// Whether `b` holds the fixed bytes at `i`; `None` where the windows would pass its end.
+    #[inline]
+    fn at(&self, b: &[u8], i: usize) -> Option<bool> {
+        if !self.head.starts(window(b, i)?) {
+            return Some(false);
+        }
+        match &self.tail {
+            None => Some(true),
+            Some(t) => Some(t.starts(window(b, i + W)?)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Template {
     text: Vec<u8>,
     steps: Vec<Step>,
-    /// Per step, its fixed bytes as words, where they fit a window.
-    words: Vec<Option<Words>>,
+    /// Per step, its fixed bytes as words, where they fit two windows.
+    words: Vec<Option<Fixed>>,
     /// Per role, where its member's value is (the last member of that name, as `json.loads` keeps).
     roles: [Option<RoleAt>; ROLES],
 }
@@ -145,6 +189,45 @@ impl Template {
     /// row is not one a template can serve: a key or a string with an escape. `role` names the
     /// members a reader wants by their keys (roles below [`ROLES`]).
     pub fn learn(line: &str, role: impl Fn(&str) -> Option<u8>) -> Option<Template> {
+        Self::learn_fixing(line, &role, &|_| false)
+    }
+
+    /// Learns the layout of `line` as [`Template::learn`] does, but with every hole that holds the
+    /// same text in each row of `sample` the plain layout reads (at least [`MIN_SAMPLE`] of them)
+    /// made fixed bytes, outside the members of a role. A feed's constant fields (its log type, a
+    /// TLP every row shares) are then compared with the rest of the fixed bytes, not scanned, and
+    /// not stored row by row. A row where such a field differs is not read by this template: its
+    /// batch learns the plain layout from it, as from any other new layout.
+    pub fn learn_with_constants<'a>(
+        line: &str,
+        role: impl Fn(&str) -> Option<u8>,
+        sample: impl IntoIterator<Item = &'a str>,
+    ) -> Option<Template> {
+        let plain = Self::learn_fixing(line, &role, &|_| false)?;
+        let mut first = Holes::default();
+        if !plain.read(line, &mut first) {
+            return Some(plain);
+        }
+        let mut same = vec![true; first.spans.len()];
+        let mut holes = Holes::default();
+        let mut read = 0;
+        for row in sample {
+            if plain.read(row, &mut holes) {
+                read += 1;
+                for (k, same) in same.iter_mut().enumerate() {
+                    *same &= holes.get(row, k as u32) == first.get(line, k as u32);
+                }
+            }
+        }
+        if read < MIN_SAMPLE || !same.contains(&true) {
+            return Some(plain);
+        }
+        Self::learn_fixing(line, &role, &|k| same[k])
+    }
+
+    /// [`Template::learn`], with the holes `fixed` names (by their place among all of the row's
+    /// holes) taken as fixed bytes, but for those inside a role's member.
+    fn learn_fixing(line: &str, role: &dyn Fn(&str) -> Option<u8>, fixed: &dyn Fn(usize) -> bool) -> Option<Template> {
         if line.contains('\\') {
             return None;
         }
@@ -182,11 +265,19 @@ impl Template {
                 }
             }
         }
+        let in_role = |h: &(usize, usize, Hole)| {
+            spans.iter().any(|&(key, start, end)| start <= h.0 && h.1 <= end && role(key).is_some())
+        };
+        let mut k = 0;
+        holes.retain(|h| {
+            k += 1;
+            !fixed(k - 1) || in_role(h)
+        });
         let mut t = Template::default();
         let mut at = 0;
         for &(start, end, hole) in holes.iter().chain(&[(b.len(), b.len(), Hole::End)]) {
             t.steps.push(Step { at: t.text.len() as u32, len: (start - at) as u32, hole });
-            t.words.push(Words::new(&b[at..start]));
+            t.words.push(Fixed::new(&b[at..start]));
             t.text.extend_from_slice(&b[at..start]);
             at = end;
         }
@@ -260,15 +351,14 @@ impl Template {
     /// Reads `line` against the template into `holes`; false where the row does not have this
     /// layout.
     pub fn read(&self, line: &str, holes: &mut Holes) -> bool {
-        const W: usize = 32;
         let b = line.as_bytes();
         holes.spans.clear();
         let mut i = 0;
         for (step, words) in self.steps.iter().zip(&self.words) {
             let len = step.len as usize;
-            let same = match (words, b.get(i..i + W).and_then(|w| <&[u8; W]>::try_from(w).ok())) {
-                (Some(words), Some(window)) => words.starts(window),
-                _ => b.get(i..i + len) == self.text.get(step.at as usize..step.at as usize + len),
+            let same = match words.as_ref().and_then(|w| w.at(b, i)) {
+                Some(same) => same,
+                None => b.get(i..i + len) == self.text.get(step.at as usize..step.at as usize + len),
             };
             if !same {
                 return false;
@@ -299,7 +389,6 @@ impl Template {
 
     /// Appends a row this template read, as its holes each followed by `"` (which no hole holds).
     pub fn store(&self, line: &str, holes: &Holes, block: &mut Vec<u8>) {
-        const W: usize = 32;
         let b = line.as_bytes();
         let base = block.len();
         // Room for a whole window past the last hole: most holes are short, and a copy of a fixed
@@ -401,7 +490,57 @@ mod tests {
         assert_eq!(t.role(2), Some(RoleAt::Strings(2, 4)), "match is a list of plain strings");
         assert!(matches!(t.role(0), Some(RoleAt::Hole(0))) && matches!(t.role(4), Some(RoleAt::Hole(_))));
         assert!(matches!(t.role(5), Some(RoleAt::Raw(..))) && matches!(t.role(7), Some(RoleAt::Raw(..))));
-        let mut next = scan::test_rng(0x2545_F491_4F6C_DD1D);
+        mutants_are_read_only_where_valid_and_as_the_general_scanner_reads_them(&t, 0x2545_F491_4F6C_DD1D);
+    }
+
+    #[test]
+    fn a_template_with_fixed_fields_reads_mutants_as_the_general_scanner_does() {
+        // Every member outside a role is shared by the sample, so fixed: the fixed bytes around
+        // `tags` and `p_log_type` then pass one window (up to two, and past two).
+        let sample = vec![ROW; MIN_SAMPLE];
+        let t = Template::learn_with_constants(ROW, role, sample).unwrap();
+        let plain = Template::learn(ROW, role).unwrap();
+        assert!(t.steps.len() < plain.steps.len() && t.steps.iter().any(|s| s.len as usize > 2 * W));
+        assert!(t.steps.iter().any(|s| (W + 1..=2 * W).contains(&(s.len as usize))));
+        assert_eq!(read(&t, ROW), general(ROW));
+        mutants_are_read_only_where_valid_and_as_the_general_scanner_reads_them(&t, 0x9E37_79B9_7F4A_7C15);
+    }
+
+    #[test]
+    fn fields_every_sampled_row_shares_become_fixed_bytes_but_not_roles_nor_on_a_thin_sample() {
+        let row =
+            |id: u32, feed: &str| format!(r#"{{"id":"{id}","type":"ip","feed":"{feed}","tlp":"white","n":{id}}}"#);
+        let first = row(1, "F1");
+        let rows: Vec<String> = (2..2 + MIN_SAMPLE as u32).map(|i| row(i, "F1")).collect();
+        let sample = || rows.iter().map(String::as_str);
+        let plain = Template::learn(&first, role).unwrap();
+        let t = Template::learn_with_constants(&first, role, sample()).unwrap();
+        // `feed` and `tlp` are fixed; `type` is shared too, but a role, and `id` and `n` differ.
+        assert_eq!(t.steps.len(), plain.steps.len() - 2);
+        assert!(matches!(t.role(3), Some(RoleAt::Hole(_))), "type stays a hole");
+        let other = row(77, "F1");
+        assert_eq!(read(&t, &other), general(&other));
+        let stored = |t: &Template, line: &str| {
+            let mut holes = Holes::default();
+            assert!(t.read(line, &mut holes));
+            t.stored_offset(&holes, holes.spans.len() as u32)
+        };
+        assert_eq!(stored(&plain, &other), stored(&t, &other) + "F1".len() + 1 + "white".len() + 1);
+        // A row where one of them differs is not read by it (its batch learns the plain layout).
+        assert_eq!(read(&t, &row(78, "F2")), None);
+        assert_eq!(read(&plain, &row(78, "F2")), general(&row(78, "F2")));
+        // One sampled row fewer than `MIN_SAMPLE`, or one that differs: not fixed.
+        assert_eq!(Template::learn_with_constants(&first, role, sample().skip(1)), Some(plain.clone()));
+        let f2 = row(99, "F2");
+        let t = Template::learn_with_constants(&first, role, sample().chain([f2.as_str()])).unwrap();
+        assert_eq!(t.steps.len(), plain.steps.len() - 1, "only tlp is fixed");
+        assert_eq!(read(&t, &f2), general(&f2));
+    }
+
+    /// Random mutations of `ROW`: those `t` reads are valid JSON, read as the general scanner reads
+    /// them (and stored and rebuilt byte for byte); many are read and many refused.
+    fn mutants_are_read_only_where_valid_and_as_the_general_scanner_reads_them(t: &Template, seed: u64) {
+        let mut next = scan::test_rng(seed);
         let alphabet: Vec<char> = "\"\\{}[]:,0123456789-+.eE \t\n\u{1}atrufnlé".chars().collect();
         let (mut same_layout, mut refused) = (0, 0);
         for _ in 0..100_000 {
@@ -418,7 +557,7 @@ mod tests {
                 }
             }
             let line: String = chars.into_iter().collect();
-            match read(&t, &line) {
+            match read(t, &line) {
                 Some(members) => {
                     same_layout += 1;
                     assert!(serde_json::from_str::<serde_json::Value>(&line).is_ok(), "accepted invalid JSON: {line}");
