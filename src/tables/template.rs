@@ -265,8 +265,10 @@ impl Template {
                 }
             }
         }
+        // The role of a member's key, where it has one a template can place.
+        let role_of = |key: &str| role(key).filter(|r| usize::from(*r) < ROLES);
         let in_role = |h: &(usize, usize, Hole)| {
-            spans.iter().any(|&(key, start, end)| start <= h.0 && h.1 <= end && role(key).is_some())
+            spans.iter().any(|&(key, start, end)| start <= h.0 && h.1 <= end && role_of(key).is_some())
         };
         let mut k = 0;
         holes.retain(|h| {
@@ -292,7 +294,7 @@ impl Template {
             (!inside).then_some(Place { after, off: (p - from) as u32 })
         };
         for (key, start, end) in spans {
-            let Some(r) = role(key).filter(|r| usize::from(*r) < ROLES) else { continue };
+            let Some(r) = role_of(key) else { continue };
             // The holes inside the value.
             let first = holes.partition_point(|h| h.0 < start);
             let last = holes.partition_point(|h| h.1 <= end);
