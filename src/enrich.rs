@@ -489,8 +489,7 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
     let kept = events.kept.as_ref().filter(|k| k.built_for(selectors));
     let mut prefetched = 0;
     for ei in 0..events.len() {
-        // The filter words and first slots of the event before's keys are fetched while this one
-        // is read.
+        // The filter words of the event before's keys are fetched while this one is read.
         for p in &probes[prefetched..] {
             for t in tables {
                 t.prefetch(&p.key, p.hash);
@@ -542,17 +541,24 @@ pub fn enrich(events: &Events<'_>, tables: &[Table], selectors: &Selectors) -> E
         }
     }
     // Every key is tested against each table's one-access filter (its word fetched while the next
-    // event was gathered), and the few that may match find their candidate at once (a text key's by
-    // its hash alone, its text fetched ahead); a second pass confirms them in the same order, so that
-    // the cache misses of an alert's lookups overlap rather than follow one another.
-    let mut found: Vec<(usize, usize, Candidate)> = Vec::with_capacity(16);
+    // event was gathered), and the few that may match have their first table slot fetched; then
+    // they find their candidate (a text key's by its hash alone, its text fetched ahead), and a last
+    // pass confirms them in the same order, so that the cache misses of an alert's lookups overlap
+    // rather than follow one another.
+    let mut passed: Vec<(usize, usize)> = Vec::with_capacity(16);
     for (pi, p) in probes.iter().enumerate() {
         for (ti, table) in tables.iter().enumerate() {
             if table.may_match_hashed(&p.key, p.hash) {
-                if let Some(c) = table.candidate(&p.key, p.hash) {
-                    found.push((pi, ti, c));
-                }
+                table.prefetch_slot(&p.key, p.hash);
+                passed.push((pi, ti));
             }
+        }
+    }
+    let mut found: Vec<(usize, usize, Candidate)> = Vec::with_capacity(passed.len());
+    for (pi, ti) in passed {
+        let p = &probes[pi];
+        if let Some(c) = tables[ti].candidate(&p.key, p.hash) {
+            found.push((pi, ti, c));
         }
     }
     let mut event_start = (usize::MAX, 0);

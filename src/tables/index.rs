@@ -811,26 +811,38 @@ impl Index {
         }
     }
 
-    /// Fetches into the cache the filter word `may_match` will read for `key` and the table slot a
-    /// lookup will read first, so that a batch of keys fetched while later ones are still being read
-    /// finds them there.
+    /// Fetches into the cache the filter word `may_match` will read for `key`, so that a batch of
+    /// keys fetched while later ones are still being read finds them there. Not the table slot: all
+    /// but a few keys stop at the filter, and fetching every key's slot as well cost more than it
+    /// saved (`prefetch_slot` fetches it for those that pass).
     pub fn prefetch(&self, key: &Key<'_>, hash: u64) {
         let s = shard_of(hash);
-        let shard = &self.shards[s];
         match key {
             Key::Ip(Ip::V4(a)) => {
                 if let Some(w) = self.blocks4.word(*a) {
                     prefetch(w);
                 }
+            }
+            Key::Text(..) => {
+                let f = &self.filters[s];
+                if let Some(w) = f.bits.get(((hash & f.mask) >> 6) as usize) {
+                    prefetch(w);
+                }
+            }
+            Key::Ip(Ip::V6(_)) | Key::Net(_) => {}
+        }
+    }
+
+    /// Fetches the first table slot a lookup of `key` reads (for a key that passed its filter).
+    pub fn prefetch_slot(&self, key: &Key<'_>, hash: u64) {
+        let shard = &self.shards[shard_of(hash)];
+        match key {
+            Key::Ip(Ip::V4(_)) => {
                 if let Some(slot) = shard.v4.first_slot(hash) {
                     prefetch(slot);
                 }
             }
             Key::Text(kind, _) => {
-                let f = &self.filters[s];
-                if let Some(w) = f.bits.get(((hash & f.mask) >> 6) as usize) {
-                    prefetch(w);
-                }
                 if let Some(slot) = shard.text[text_slot(*kind)].first_slot(hash) {
                     prefetch(slot);
                 }

@@ -424,10 +424,17 @@ impl Table {
         self.index.may_match(key, hash, self.spec.match_subdomains)
     }
 
-    /// Fetches ahead what `may_match_hashed` and then `candidate` will read first for this key.
+    /// Fetches ahead the filter word `may_match_hashed` will read for this key.
     pub fn prefetch(&self, key: &Key<'_>, hash: u64) {
         if !(self.spec.match_subdomains && matches!(key, Key::Text(Kind::Domain, _))) {
             self.index.prefetch(key, hash);
+        }
+    }
+
+    /// Fetches ahead the first table slot `candidate` will read for this key.
+    pub fn prefetch_slot(&self, key: &Key<'_>, hash: u64) {
+        if !(self.spec.match_subdomains && matches!(key, Key::Text(Kind::Domain, _))) {
+            self.index.prefetch_slot(key, hash);
         }
     }
 
