@@ -424,16 +424,22 @@ impl Table {
         self.index.may_match(key, hash, self.spec.match_subdomains)
     }
 
+    /// Whether `key` is looked up by its own hash alone: all but a domain in a table that matches
+    /// subdomains, whose every parent is looked up too.
+    fn by_own_hash(&self, key: &Key<'_>) -> bool {
+        !(self.spec.match_subdomains && matches!(key, Key::Text(Kind::Domain, _)))
+    }
+
     /// Fetches ahead the filter word `may_match_hashed` will read for this key.
     pub fn prefetch(&self, key: &Key<'_>, hash: u64) {
-        if !(self.spec.match_subdomains && matches!(key, Key::Text(Kind::Domain, _))) {
+        if self.by_own_hash(key) {
             self.index.prefetch(key, hash);
         }
     }
 
     /// Fetches ahead the first table slot `candidate` will read for this key.
     pub fn prefetch_slot(&self, key: &Key<'_>, hash: u64) {
-        if !(self.spec.match_subdomains && matches!(key, Key::Text(Kind::Domain, _))) {
+        if self.by_own_hash(key) {
             self.index.prefetch_slot(key, hash);
         }
     }
@@ -447,9 +453,7 @@ impl Table {
     /// filed under its hash with its text fetched ahead, which `confirm` then compares.
     pub fn candidate(&self, key: &Key<'_>, hash: u64) -> Option<Candidate> {
         match key {
-            Key::Text(kind, _) if !(self.spec.match_subdomains && *kind == Kind::Domain) => {
-                self.index.text_candidate(*kind, hash).map(Candidate::Text)
-            }
+            Key::Text(kind, _) if self.by_own_hash(key) => self.index.text_candidate(*kind, hash).map(Candidate::Text),
             _ => self.lookup_hashed(key, hash).map(Candidate::Entry),
         }
     }
@@ -1795,14 +1799,13 @@ mod tests {
     fn fields_the_first_rows_share_are_not_stored_per_row_and_rows_that_differ_still_load() {
         // The first 2,000 rows share `feed` and `tlp`; then `feed` changes. Values are all of one
         // width, so that rows stored alike take the same bytes.
+        let ip = |i: usize| format!("10.{}.{}.{}", 100 + i / 10_000, 100 + i / 100 % 100, 100 + i % 100);
         let line = |i: usize| {
             let feed = if i < 2000 { "F1" } else { "F2" };
             format!(
-                r#"{{"id":"{}","value":"10.{}.{}.{}","type":"ip","status":"active","feed":"{feed}","tlp":"white"}}"#,
+                r#"{{"id":"{}","value":"{}","type":"ip","status":"active","feed":"{feed}","tlp":"white"}}"#,
                 100_000 + i,
-                100 + i / 10_000,
-                100 + i / 100 % 100,
-                100 + i % 100
+                ip(i)
             )
         };
         let lines: Vec<String> = (0..4000).map(line).collect();
@@ -1814,8 +1817,7 @@ mod tests {
         assert_eq!(report.eligible, 4000);
         let t = Table { spec: spec(Format::Anomali), index: Arc::new(index), report, valid_until: None };
         let stored = |i: usize| {
-            let v = format!("10.{}.{}.{}", 100 + i / 10_000, 100 + i / 100 % 100, 100 + i % 100);
-            let e = t.lookup(&normalize(Kind::Ip, &v, false).unwrap()).unwrap();
+            let e = t.lookup(&normalize(Kind::Ip, &ip(i), false).unwrap()).unwrap();
             assert_eq!(t.row_json(e), lines[i].as_str(), "row {i}");
             let e = t.index.entry(e);
             e.layout().map(|_| e.row().len)
